@@ -1,0 +1,174 @@
+"""What every equilibrium model shares: input checks, the solver, caching and implicit gradients."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import torch
+from torch import nn
+
+from ..activations import Activation, get_activation
+from ..errors import ConfigurationError, NonFiniteInputError, ShapeError
+from ..implicit import equilibrium_with_implicit_gradient
+from ..solvers.base import Solver
+from ..solvers.problem import EquilibriumOperator, FixedPointProblem
+from ..solvers.registry import get_solver
+from ..solvers.stats import SolverStats
+
+
+class ExplicitWeights(NamedTuple):
+    """The explicit equilibrium network ``z = σ(W z + U x + b_z)``, ``y = W_o z + b_y``.
+
+    Shapes for a dense model of width n, input n_x, output n_y: W ``(n, n)``, U ``(n, n_x)``, b_z
+    ``(n,)``, W_o ``(n_y, n)``, b_y ``(n_y,)``, lam ``(n,)`` (the diagonal of the metric Λ, or None
+    when the model has none). Inputs and states are flattened for convolutional models.
+    """
+
+    W: torch.Tensor
+    U: torch.Tensor
+    b_z: torch.Tensor
+    W_o: torch.Tensor
+    b_y: torch.Tensor
+    lam: torch.Tensor | None
+
+
+@dataclass
+class ForwardParts:
+    """One forward pass's pieces, built from the current parameters (with autograd graph).
+
+    Attributes:
+        apply_W: z ↦ W z.
+        injection: x ↦ U x + b_z.
+        output: z ↦ W_o z + b_y.
+        operator: W for the solvers, without graph (cached while the parameters are unchanged).
+    """
+
+    apply_W: Callable[[torch.Tensor], torch.Tensor]
+    injection: Callable[[torch.Tensor], torch.Tensor]
+    output: Callable[[torch.Tensor], torch.Tensor]
+    operator: EquilibriumOperator
+
+
+class EquilibriumModel(nn.Module):
+    """Base of the equilibrium networks ``z = σ(W z + U x + b_z)``, ``y = W_o z + b_y``.
+
+    Subclasses build the explicit pieces from their free parameters in :meth:`forward_parts` and
+    say what input shape they take in :attr:`input_shape`.
+
+    Attributes:
+        solver_stats: statistics of the last solves, keys ``"forward"`` and ``"backward"``.
+    """
+
+    input_shape: tuple[int, ...]
+
+    def __init__(self, activation: "str | Activation", solver: str, solver_options: dict[str, Any]) -> None:
+        super().__init__()
+        self.activation = get_activation(activation)
+        self.solver_stats: dict[str, SolverStats] = {}
+        self._operator_cache: tuple[Any, EquilibriumOperator] | None = None
+        self.set_solver(solver, **solver_options)
+
+    # -- solver -----------------------------------------------------------------------------------
+    def set_solver(self, name: str, **options: Any) -> Solver:
+        """Choose the equilibrium solver by registry name, with its options (validated here)."""
+        self.solver = get_solver(name, **options)
+        return self.solver
+
+    # -- what subclasses provide ------------------------------------------------------------------
+    @abstractmethod
+    def forward_parts(self) -> ForwardParts:
+        """The pieces of the network for the current parameters."""
+
+    @abstractmethod
+    def explicit_weights(self) -> ExplicitWeights:
+        """The explicit W, U, b_z, W_o, b_y and diag(Λ), detached, for independent checks."""
+
+    @abstractmethod
+    def lipschitz_bound(self) -> float | None:
+        """The certified ℓ2 Lipschitz constant γ of x ↦ y in the model's input units, or None."""
+
+    # -- caching ----------------------------------------------------------------------------------
+    def _parameter_key(self) -> tuple:
+        # In-place updates (optimiser steps, load_state_dict) bump a tensor's version counter.
+        return tuple((id(t), t._version, t.dtype, t.device) for t in (*self.parameters(), *self.buffers()))
+
+    def cached_operator(self, build: Callable[[], EquilibriumOperator]) -> EquilibriumOperator:
+        """The solver operator, rebuilt only when a parameter or buffer has changed."""
+        key = self._parameter_key()
+        if self._operator_cache is None or self._operator_cache[0] != key:
+            self._operator_cache = (key, build())
+        return self._operator_cache[1]
+
+    # -- checks -----------------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        """Refuse inputs of the wrong type, shape or with non-finite entries."""
+        if not isinstance(x, torch.Tensor):
+            raise ShapeError(f"{type(self).__name__} expects a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ShapeError(f"{type(self).__name__} expects a floating-point tensor, got {x.dtype}")
+        if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            expected = ", ".join(["batch", *map(str, self.input_shape)])
+            raise ShapeError(
+                f"{type(self).__name__} expects inputs shaped ({expected}), got {tuple(x.shape)}"
+            )
+        if x.shape[0] == 0:
+            raise ShapeError(f"{type(self).__name__} got an empty batch")
+        if not bool(torch.isfinite(x).all()):
+            raise NonFiniteInputError(f"{type(self).__name__} input contains NaN or infinity")
+
+    # -- forward ----------------------------------------------------------------------------------
+    def equilibrium(self, x: torch.Tensor, z0: torch.Tensor | None = None) -> torch.Tensor:
+        """The equilibrium z* of ``z = σ(W z + U x + b_z)`` for each input.
+
+        Args:
+            x: inputs, ``(batch, *input_shape)``.
+            z0: optional warm start, same shape as the state.
+
+        Returns:
+            z*, ``(batch, *state_shape)``; differentiable by implicit differentiation.
+        """
+        return self._equilibrium(x, z0, self.forward_parts())
+
+    def _equilibrium(self, x: torch.Tensor, z0: torch.Tensor | None, parts: ForwardParts) -> torch.Tensor:
+        self.check_input(x)
+        injection = parts.injection(x)
+        if z0 is not None and z0.shape != injection.shape:
+            raise ShapeError(f"warm start z0 must be shaped {tuple(injection.shape)}, got {tuple(z0.shape)}")
+        solver = self.solver
+        if solver.differentiable and torch.is_grad_enabled():
+            z, stats = solver.solve_differentiable(parts, injection, self.activation, z0)
+            self.solver_stats = {"forward": stats}
+            solver.report(stats, "forward")
+            return z
+        problem = FixedPointProblem(parts.operator, injection.detach(), self.activation)
+        z_star, stats = solver.solve(problem, None if z0 is None else z0.detach())
+        self.solver_stats = {"forward": stats}
+        solver.report(stats, "forward")
+
+        def record(backward: SolverStats) -> None:
+            self.solver_stats["backward"] = backward
+
+        return equilibrium_with_implicit_gradient(
+            z_star, parts.apply_W, injection, self.activation, parts.operator, solver, record
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs (logits) ``y = W_o z* + b_y``, ``(batch, out_features)``."""
+        parts = self.forward_parts()
+        return parts.output(self._equilibrium(x, None, parts))
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Validate a size argument."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_margin(value: Any) -> float:
+    """Validate the monotonicity margin m > 0."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or value != value:
+        raise ConfigurationError(f"margin must be a float > 0 (it keeps the conditions strict), got {value!r}")
+    return float(value)

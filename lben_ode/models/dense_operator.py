@@ -1,0 +1,78 @@
+"""The dense linear operator W as seen by the solvers, with cached factorisations."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+class DenseOperator:
+    """W as an explicit ``(n, n)`` matrix acting on row-vector batches ``(batch, n)``.
+
+    Args:
+        W: the explicit matrix (no autograd graph).
+        metric: the diagonal of Λ in which ``I − W`` is strongly monotone, or None when the model has
+            no known metric (then the forward-backward step is ``fb_step``).
+        fb_step: forward-backward step used when ``metric`` is None.
+        transposed: whether this operator is Wᵀ (built by :meth:`transpose`).
+    """
+
+    def __init__(
+        self,
+        W: torch.Tensor,
+        metric: torch.Tensor | None,
+        fb_step: float = 1.0,
+        transposed: bool = False,
+        _shared: dict | None = None,
+    ) -> None:
+        self.W = W
+        self.metric = metric
+        self.fb_step = fb_step
+        self.transposed = transposed
+        # Caches shared by an operator and its transpose: one factorisation serves both.
+        self._shared = {} if _shared is None else _shared
+
+    def apply(self, z: torch.Tensor) -> torch.Tensor:
+        """W z (or Wᵀ z) for each row of ``z``."""
+        return z @ self.W if self.transposed else z @ self.W.T
+
+    def transpose(self) -> "DenseOperator":
+        """Wᵀ, sharing this operator's caches."""
+        return DenseOperator(self.W, self.metric, self.fb_step, not self.transposed, self._shared)
+
+    def monotonicity(self) -> tuple[float, float]:
+        """(μ, L): strong-monotonicity and Lipschitz constants of I − W in the Λ-metric.
+
+        With ``M = Λ^{1/2}(I − W)Λ^{-1/2}``, μ is the smallest eigenvalue of ``(M + Mᵀ)/2`` and L is
+        ``‖M‖₂``; both are the same for Wᵀ in the Λ⁻¹-metric (M becomes Mᵀ).
+        """
+        if "mu_L" not in self._shared:
+            if self.metric is None:
+                raise RuntimeError("monotonicity constants need the model's metric Λ")
+            W = self.W.double()
+            s = self.metric.double().sqrt()
+            M = (torch.eye(W.shape[0], dtype=W.dtype, device=W.device) - W) * s[:, None] / s[None, :]
+            mu = torch.linalg.eigvalsh((M + M.T) / 2)[0]
+            L = torch.linalg.matrix_norm(M, ord=2)
+            self._shared["mu_L"] = (float(mu), float(L))
+        return self._shared["mu_L"]
+
+    def forward_backward_step(self) -> float:
+        """α = μ / L², for which forward-backward contracts by √(1 − μ²/L²) per step."""
+        if self.metric is None:
+            return self.fb_step
+        mu, L = self.monotonicity()
+        return mu / L**2
+
+    def resolvent(self, alpha: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """v ↦ (I + α(I − W))⁻¹ v (or its transpose), from an inverse computed once per α."""
+        key = ("inverse", float(alpha))
+        if key not in self._shared:
+            n = self.W.shape[0]
+            eye = torch.eye(n, dtype=self.W.dtype, device=self.W.device)
+            self._shared[key] = torch.linalg.inv(eye + alpha * (eye - self.W))
+        inverse = self._shared[key]
+        if self.transposed:
+            return lambda v: v @ inverse
+        return lambda v: v @ inverse.T

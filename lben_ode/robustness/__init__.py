@@ -1,0 +1,1 @@
+"""Robustness evaluation: certificates, Lipschitz lower bounds and attacks."""
