@@ -175,7 +175,7 @@ def available() -> list[str]:
     return sorted(_ACTIVATIONS)
 
 
-def get_activation(activation: "str | Activation", **kwargs: float) -> Activation:
+def get_activation(activation: str | Activation, **kwargs: float) -> Activation:
     """Return the activation for a name (``"relu"``, ``"leaky_relu"``, …) or pass one through.
 
     Raises:

@@ -46,6 +46,6 @@ class ConvergenceWarning(UserWarning):
     """The equilibrium solver did not converge for some samples; see ``model.solver_stats``."""
 
 
-def unknown_name(kind: str, name: object, valid: "list[str] | tuple[str, ...]") -> UnknownNameError:
+def unknown_name(kind: str, name: object, valid: list[str] | tuple[str, ...]) -> UnknownNameError:
     """Build the standard 'unknown X' error, listing the valid names."""
     return UnknownNameError(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(valid))}")

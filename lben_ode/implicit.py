@@ -8,7 +8,7 @@ into the implicit-function-theorem gradient. Memory does not depend on the numbe
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -63,7 +64,7 @@ class EquilibriumModel(nn.Module):
 
     input_shape: tuple[int, ...]
 
-    def __init__(self, activation: "str | Activation", solver: str, solver_options: dict[str, Any]) -> None:
+    def __init__(self, activation: str | Activation, solver: str, solver_options: dict[str, Any]) -> None:
         super().__init__()
         self.activation = get_activation(activation)
         self.solver_stats: dict[str, SolverStats] = {}

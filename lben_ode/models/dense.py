@@ -32,7 +32,7 @@ class DenseEquilibriumModel(EquilibriumModel):
         in_features: int,
         out_features: int,
         width: int,
-        activation: "str | Activation",
+        activation: str | Activation,
         solver: str,
         solver_options: dict[str, Any],
     ) -> None:

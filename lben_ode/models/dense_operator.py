@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -37,7 +37,7 @@ class DenseOperator:
         """W z (or Wᵀ z) for each row of ``z``."""
         return z @ self.W if self.transposed else z @ self.W.T
 
-    def transpose(self) -> "DenseOperator":
+    def transpose(self) -> DenseOperator:
         """Wᵀ, sharing this operator's caches."""
         return DenseOperator(self.W, self.metric, self.fb_step, not self.transposed, self._shared)
 

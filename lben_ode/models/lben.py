@@ -47,7 +47,7 @@ class LBEN(DenseEquilibriumModel):
         out_features: int,
         width: int,
         gamma: float | None = 1.0,
-        activation: "str | Activation" = "relu",
+        activation: str | Activation = "relu",
         margin: float = 0.1,
         metric: str = "diagonal",
         learn_gamma: bool = False,

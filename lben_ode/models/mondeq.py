@@ -30,7 +30,7 @@ class MonDEQ(DenseEquilibriumModel):
         in_features: int,
         out_features: int,
         width: int,
-        activation: "str | Activation" = "relu",
+        activation: str | Activation = "relu",
         margin: float = 0.1,
         solver: str = "pr",
         **solver_options: Any,

@@ -57,6 +57,7 @@ class Solver(ABC):
 
     def check_supported(self, problem: FixedPointProblem) -> None:
         """Raise :class:`UnsupportedSolverError` if this solver cannot handle the problem's model."""
+        return None
 
     def report(self, stats: SolverStats, what: str) -> None:
         """Warn or raise (per ``on_nonconvergence``) when some sample did not converge."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -22,13 +23,13 @@ class EquilibriumOperator(Protocol):
     def apply(self, z: torch.Tensor) -> torch.Tensor:
         """W z for each sample."""
 
-    def transpose(self) -> "EquilibriumOperator":
+    def transpose(self) -> EquilibriumOperator:
         """The operator of Wᵀ (used by the adjoint equilibrium of implicit gradients)."""
 
     def forward_backward_step(self) -> float:
         """A forward-backward step α that the model's monotonicity proves convergent."""
 
-    def resolvent(self, alpha: float) -> "Callable[[torch.Tensor], torch.Tensor] | None":
+    def resolvent(self, alpha: float) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """v ↦ (I + α(I − W))⁻¹ v, or None when the model has no efficient inverse."""
 
 

@@ -33,6 +33,6 @@ def solver_class(name: str) -> type:
     return _SOLVERS[name]
 
 
-def get_solver(name: str, **options: Any):  # noqa: ANN201 - returns a Solver
+def get_solver(name: str, **options: Any):
     """A solver instance by registry name, with validated options."""
     return solver_class(name)(**options)
