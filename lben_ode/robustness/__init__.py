@@ -1,5 +1,38 @@
-"""Robustness evaluation: certificates, Lipschitz lower bounds and attacks."""
+"""Robustness evaluation: certificates, Lipschitz lower bounds and attacks (DESIGN §1).
 
-from .certificates import certified_accuracy, certified_correct, certified_radius, logit_margin
+Certified accuracy (from the Lipschitz bound γ and the logit margin) is a lower bound on robust
+accuracy; attack accuracy (ℓ2 PGD) is an upper bound. The empirical Lipschitz lower bound and the
+local Jacobian norm must never exceed γ beyond the solver's tolerance. Every function says which
+units its radii are in: raw-input units through a :class:`~lben_ode.Normalization`, else the
+model's input units.
+"""
 
-__all__ = ["certified_accuracy", "certified_correct", "certified_radius", "logit_margin"]
+from .attacks import AttackResult, attack_accuracy, pgd_attack
+from .certificates import (
+    CertificationResult,
+    certified_accuracy,
+    certified_correct,
+    certified_radius,
+    certify,
+    logit_margin,
+)
+from .lipschitz import LipschitzEstimate, empirical_lipschitz, jacobian_norm
+from .report import format_table, plot_accuracy_vs_eps, robustness_report
+
+__all__ = [
+    "AttackResult",
+    "CertificationResult",
+    "LipschitzEstimate",
+    "attack_accuracy",
+    "certified_accuracy",
+    "certified_correct",
+    "certified_radius",
+    "certify",
+    "empirical_lipschitz",
+    "format_table",
+    "jacobian_norm",
+    "logit_margin",
+    "pgd_attack",
+    "plot_accuracy_vs_eps",
+    "robustness_report",
+]
