@@ -50,7 +50,9 @@ class Activation(ABC):
             hi = torch.where(g > 0, v, hi)
             slope = ((1 - alpha) * self.derivative(v) + alpha).clamp(lo_slope, hi_slope)
             newton = v - g / slope
-            inside = (newton > lo) & (newton < hi)
+            # A Newton step that rounds to v itself means v is the root to working precision; the
+            # bracket test alone would reject it (v is an end of the bracket) and bisect away.
+            inside = ((newton > lo) & (newton < hi)) | (newton == v)
             v = torch.where(inside, newton, 0.5 * (lo + hi))
         return self(v)
 

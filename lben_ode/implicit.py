@@ -71,7 +71,9 @@ def equilibrium_with_implicit_gradient(
         return z
     slopes = activation.derivative(pre_activation.detach())
 
-    def replace_gradient(grad: torch.Tensor) -> torch.Tensor:
+    def replace_gradient(grad: torch.Tensor | None) -> torch.Tensor | None:
+        if grad is None:  # an undefined incoming gradient (no output used z) stays undefined
+            return None
         w, stats = adjoint_solve(grad, slopes, operator, solver)
         on_backward_stats(stats)
         solver.report(stats, "backward")

@@ -15,6 +15,8 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 rm -rf "$root/build" "$root/dist"
 "${pip[@]}" wheel --no-deps --no-build-isolation -w "$root/dist" "$root" 2>/dev/null \
   || "${pip[@]}" wheel --no-deps -w "$root/dist" "$root"
+# The build leaves metadata in the source tree, where it could pass for an installed copy.
+rm -rf "$root"/*.egg-info "$root/build"
 wheel="$(ls "$root"/dist/lben_ode-*.whl)"
 "${pip[@]}" install --force-reinstall --no-deps "$wheel"
 "${pip[@]}" install "${wheel}${extras:+[$extras]}"

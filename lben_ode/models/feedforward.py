@@ -34,6 +34,8 @@ class FeedforwardEquilibrium(DenseEquilibriumModel):
         width, in_features = sum(sizes), hidden[0][0].shape[1]
         out_features = sizes[-1] if output is None else output[0].shape[0]
         super().__init__(in_features, out_features, width, activation, solver, solver_options)
+        # Take the MLP's dtype and device before copying, so float64 weights are not rounded.
+        self.to(dtype=hidden[0][0].dtype, device=hidden[0][0].device)
         self.block_sizes = sizes
         self.blocks = nn.ParameterList([nn.Parameter(w.detach().clone()) for w, _ in hidden[1:]])
         with torch.no_grad():
@@ -94,7 +96,12 @@ def from_mlp(mlp: nn.Sequential, solver: str = "pr", **solver_options: Any) -> F
                 "by an activation, with an optional final Linear"
             )
         weight = layer.weight.detach()
-        bias = layer.bias.detach() if layer.bias is not None else torch.zeros(weight.shape[0])
+        bias = layer.bias.detach() if layer.bias is not None else weight.new_zeros(weight.shape[0])
+        if hidden and weight.shape[1] != hidden[-1][0].shape[0]:
+            raise ConfigurationError(
+                f"from_mlp: layer {i} (Linear) takes {weight.shape[1]} features but the previous "
+                f"Linear gives {hidden[-1][0].shape[0]}"
+            )
         if i == len(layers) - 1:
             if not hidden:
                 raise ConfigurationError("from_mlp needs at least one hidden Linear + activation")
