@@ -1,0 +1,373 @@
+"""A LightningModule that trains any equilibrium model as a classifier, with the solver chosen by one flag."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics import Metric
+
+from lben_ode.errors import ConfigurationError, ShapeError, unknown_name
+from lben_ode.models.base import EquilibriumModel
+from lben_ode.normalization import Normalization
+from lben_ode.robustness import attack_accuracy, empirical_lipschitz
+from lben_ode.solvers import available
+
+from .metrics import AttackMetrics, CertificationMetrics, ClassificationMetrics, SolverMetrics
+
+#: Radii ε (raw pixel units, ℓ2) at which certified accuracy is reported by default (MNIST-like data).
+DEFAULT_CERTIFY_EPS: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+
+STAGES = ("train", "val", "test")
+
+
+def _check_lr(lr: Any) -> float:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ConfigurationError(f"lr must be a finite float > 0, got {lr!r}")
+    return float(lr)
+
+
+def _check_eps(eps: Any, what: str = "certify_eps") -> tuple[float, ...]:
+    if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence):
+        raise ConfigurationError(f"{what} must be a list of radii ≥ 0, got {eps!r}")
+    for e in eps:
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not (math.isfinite(e) and e >= 0):
+            raise ConfigurationError(f"{what} must hold finite radii ≥ 0 (raw units), got {e!r}")
+    return tuple(float(e) for e in eps)
+
+
+# Options of the robustness functions that a configuration may set (not the random generator or
+# the progress bar, which the module controls).
+_NOT_CONFIGURABLE = ("generator", "progress")
+
+
+def _check_options(what: str, function: Any, options: Any) -> dict[str, Any]:
+    if options is None:
+        return {}
+    valid = [
+        name
+        for name, p in inspect.signature(function).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _NOT_CONFIGURABLE
+    ]
+    if not isinstance(options, Mapping):
+        raise ConfigurationError(f"{what} must be a dict with keys among {', '.join(valid)}, got {options!r}")
+    for name in options:
+        if name not in valid:
+            raise unknown_name(f"{what} key", name, valid)
+    return dict(options)
+
+
+def _as_normalization(value: Any) -> Normalization | None:
+    if value is None or isinstance(value, Normalization):
+        return value
+    if isinstance(value, Mapping):  # as stored in checkpoints
+        try:
+            return Normalization(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"bad normalization {dict(value)!r}: {exc}") from exc
+    raise ConfigurationError(f"normalization must be a lben_ode.Normalization or None, got {value!r}")
+
+
+class LBENClassifier(LightningModule):
+    """Train, validate and test an equilibrium model (LBEN, monDEQ, …) as a classifier.
+
+    The equilibrium solver is one flag, ``solver``, applied with ``model.set_solver``. The weights
+    do not depend on the solver, so a checkpoint trained with one solver can be evaluated with
+    another (``lben-ode test --ckpt_path … --model.solver fb``).
+
+    Logged per stage (``train``, ``val``, ``test``; every value is a torchmetrics object, so it is
+    synchronised across devices):
+
+    - ``{stage}/loss`` (mean cross-entropy), ``{stage}/acc``; ``train/loss_step`` per batch.
+    - ``{stage}/forward/…`` and ``train/backward/…``: ``iterations_mean``, ``iterations_max``,
+      ``residual_max``, ``converged_fraction``, ``time_s`` (per batch) and ``function_evaluations``
+      when the solver counts them; solver-specific extras as ``…/extra/<name>`` (batch means).
+    - For models with a Lipschitz bound: ``{stage}/lipschitz/gamma`` (model input units) and
+      ``{stage}/lipschitz/gamma_raw`` (raw units, e.g. pixels: γ / min normalisation std); for
+      ``val`` and ``test``, ``{stage}/certified/acc_raw_eps{ε}`` at each ε of ``certify_eps`` and
+      ``{stage}/certified/radius_raw_mean`` (ℓ2, raw units). Models without a bound skip these.
+
+    The normalisation that converts to raw units is the ``normalization`` argument, or else the
+    data module's ``normalization`` attribute; without either, raw-unit metrics are skipped with a
+    warning.
+
+    Args:
+        model: the equilibrium network (any :class:`~lben_ode.models.base.EquilibriumModel`).
+        solver: registry name of the equilibrium solver (one of ``lben_ode.solvers.available()``);
+            None keeps the model's own solver.
+        solver_options: options of that solver (``tol``, ``max_iter``, ``alpha``, …); they replace
+            the model's current options.
+        lr: Adam learning rate.
+        certify_eps: ℓ2 radii ε in raw units (pixels in [0, 1]) for certified accuracy.
+        normalization: input normalisation used by the data; None takes the data module's.
+        attack_eps: at test time only (expensive), ℓ2 PGD attack accuracy at these radii (raw
+            units) with :func:`lben_ode.robustness.attack_accuracy`, logged as
+            ``test/attack/acc_raw_eps{ε}``: an upper bound on robust accuracy, where certified
+            accuracy is a lower one. None (default) skips the attack.
+        attack_options: keyword options of ``attack_accuracy`` (``steps``, ``restarts``,
+            ``step_size``, ``loss``, ``targets``, ``batch_size``).
+        lipschitz_search: at test time, search for an empirical lower bound of the Lipschitz
+            constant with :func:`lben_ode.robustness.empirical_lipschitz` from the first
+            ``lipschitz_samples`` test inputs of each process; logs
+            ``test/lipschitz/empirical_lower_bound`` (model units, the maximum over processes) and,
+            with a bound γ, ``test/lipschitz/empirical_over_gamma`` (≤ 1 up to the solver tolerance).
+        lipschitz_options: keyword options of ``empirical_lipschitz`` (``restarts``, ``steps``, ``lr``,
+            ``init_distance``, ``min_distance``, ``start_noise``, ``random_starts``).
+        lipschitz_samples: test inputs (per process) that start the Lipschitz search.
+
+    Checkpoints hold plain data only and load with ``weights_only=True``. From the ``lben-ode``
+    command they record the whole configuration, so ``LBENClassifier.load_from_checkpoint(path)``
+    rebuilds the model; a module built in Python stores its arguments except the model, which is
+    then passed again: ``LBENClassifier.load_from_checkpoint(path, model=LBEN(...))``.
+    """
+
+    def __init__(
+        self,
+        model: EquilibriumModel,
+        solver: str | None = None,
+        solver_options: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        certify_eps: Sequence[float] = DEFAULT_CERTIFY_EPS,
+        normalization: Normalization | None = None,
+        attack_eps: Sequence[float] | None = None,
+        attack_options: dict[str, Any] | None = None,
+        lipschitz_search: bool = False,
+        lipschitz_options: dict[str, Any] | None = None,
+        lipschitz_samples: int = 256,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, EquilibriumModel):
+            raise ConfigurationError(
+                f"model must be a lben_ode EquilibriumModel (LBEN, MonDEQ, …), got {type(model).__name__}"
+            )
+        self._save_plain_hyperparameters()
+        self.model = model
+        self.lr = _check_lr(lr)
+        self.certify_eps = _check_eps(certify_eps)
+        self._normalization = _as_normalization(normalization)
+        self.attack_eps = None if attack_eps is None else _check_eps(attack_eps, "attack_eps")
+        self.attack_options = _check_options("attack_options", attack_accuracy, attack_options)
+        if not isinstance(lipschitz_search, bool):
+            raise ConfigurationError(f"lipschitz_search must be a bool, got {lipschitz_search!r}")
+        self.lipschitz_search = lipschitz_search
+        self.lipschitz_options = _check_options("lipschitz_options", empirical_lipschitz, lipschitz_options)
+        if isinstance(lipschitz_samples, bool) or not isinstance(lipschitz_samples, int) or lipschitz_samples < 2:
+            raise ConfigurationError(f"lipschitz_samples must be an int ≥ 2, got {lipschitz_samples!r}")
+        self.lipschitz_samples = lipschitz_samples
+        self._lipschitz_inputs: list[torch.Tensor] = []
+        if solver_options is not None and not isinstance(solver_options, Mapping):
+            raise ConfigurationError(f"solver_options must be a dict of solver options, got {solver_options!r}")
+        if solver is not None or solver_options:
+            self.set_solver(model.solver.name if solver is None else solver, **dict(solver_options or {}))
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{group}": metric
+                for stage in STAGES
+                for group, metric in (("classification", ClassificationMetrics()), ("forward", SolverMetrics()))
+            }
+        )
+        self.metrics["train_backward"] = SolverMetrics()
+        for stage in ("val", "test"):
+            self.metrics[f"{stage}_certified"] = CertificationMetrics(self.certify_eps)
+        self.metrics["test_attack"] = AttackMetrics(self.attack_eps or ())
+        self._gamma: float | None = None
+        self._warned_no_normalization = False
+
+    def _save_plain_hyperparameters(self) -> None:
+        # From the CLI, Lightning hands save_hyperparameters the parsed configuration (plain data,
+        # the model as class_path/init_args). Built in Python, the arguments include the model
+        # itself and a Normalization object, neither of which loads with weights_only=True.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
+            self.save_hyperparameters()
+        if isinstance(self.hparams.get("model"), nn.Module):
+            self.save_hyperparameters(ignore=["model"])
+        if isinstance(self.hparams.get("normalization"), Normalization):
+            self.hparams["normalization"] = dataclasses.asdict(self.hparams["normalization"])
+
+    # -- solver -----------------------------------------------------------------------------------
+    def set_solver(self, name: str, **options: Any) -> None:
+        """Switch the equilibrium solver (e.g. to evaluate with another one); recorded in ``hparams``."""
+        if name not in available():
+            raise unknown_name("solver", name, available())
+        self.model.set_solver(name, **options)
+        self.hparams["solver"] = name
+        self.hparams["solver_options"] = dict(options)
+
+    # -- setup ------------------------------------------------------------------------------------
+    @property
+    def normalization(self) -> Normalization | None:
+        """The input normalisation used for raw-unit metrics (argument, else the data module's)."""
+        if self._normalization is not None:
+            return self._normalization
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return getattr(datamodule, "normalization", None)
+
+    def setup(self, stage: str) -> None:
+        """Check that the model fits the data module (input shape, number of classes)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_shape = getattr(datamodule, "input_shape", None)
+        model_shape = getattr(self.model, "input_shape", None)
+        if data_shape is not None and model_shape is not None and tuple(data_shape) != tuple(model_shape):
+            hint = (
+                " (set the model's in_features to match, or the data module's flatten option)"
+                if hasattr(self.model, "in_features")
+                else ""
+            )
+            raise ShapeError(
+                f"the model takes inputs shaped {tuple(model_shape)} but the data module gives "
+                f"{tuple(data_shape)}{hint}"
+            )
+        num_classes = getattr(datamodule, "num_classes", None)
+        out_features = getattr(self.model, "out_features", None)
+        if num_classes is not None and out_features is not None and num_classes != out_features:
+            raise ShapeError(
+                f"the model has {out_features} outputs but the data has {num_classes} classes "
+                "(set the model's out_features to match)"
+            )
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, classes)`` for inputs in model units ``(batch, *model.input_shape)``."""
+        return self.model(x)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam on every parameter of the model."""
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+
+    # -- logging helpers --------------------------------------------------------------------------
+    def _log_metrics(self, prefix: str, metrics: dict[str, Metric], prog_bar: tuple[str, ...] = ()) -> None:
+        for name, metric in metrics.items():
+            self.log(f"{prefix}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name in prog_bar)
+
+    def _log_solve(self, stage: str, direction: str) -> None:
+        stats = self.model.solver_stats.get(direction)
+        if stats is None:
+            return
+        self._log_metrics(f"{stage}/{direction}", self.metrics[f"{stage}_{direction}"].update(stats))
+        for name, value in stats.extra.items():
+            self.log(
+                f"{stage}/{direction}/extra/{name}", float(value), on_step=False, on_epoch=True, sync_dist=True
+            )
+
+    def _refresh_bound(self) -> None:
+        self._gamma = self.model.lipschitz_bound()
+
+    def _log_bound(self, stage: str) -> None:
+        gamma = self.model.lipschitz_bound()
+        if gamma is None:
+            return
+        self.log(f"{stage}/lipschitz/gamma", gamma, sync_dist=True)
+        normalization = self.normalization
+        if normalization is not None:
+            self.log(f"{stage}/lipschitz/gamma_raw", normalization.bound_in_raw_units(gamma), sync_dist=True)
+
+    # -- steps ------------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Cross-entropy of one batch, with implicit gradients through the equilibrium."""
+        x, y = batch
+        logits = self.model(x)
+        per_sample = F.cross_entropy(logits, y, reduction="none")
+        loss = per_sample.mean()
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=y.shape[0])
+        self._log_metrics("train", self.metrics["train_classification"].update(per_sample, logits, y))
+        self._log_solve("train", "forward")
+        return loss
+
+    def on_after_backward(self) -> None:
+        """Record the adjoint (backward) solve of the implicit gradient."""
+        self._log_solve("train", "backward")
+
+    def on_train_epoch_end(self) -> None:
+        """Log the Lipschitz bound (it changes during training when γ is learned)."""
+        self._log_bound("train")
+
+    def _evaluation_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        logits = self.model(x)
+        per_sample = F.cross_entropy(logits, y, reduction="none")
+        self._log_metrics(
+            stage, self.metrics[f"{stage}_classification"].update(per_sample, logits, y), prog_bar=("acc",)
+        )
+        self._log_solve(stage, "forward")
+        attack = stage == "test" and bool(self.attack_eps)
+        normalization = self._raw_units() if self._gamma is not None or attack else None
+        if self._gamma is not None and normalization is not None:
+            certified = self.metrics[f"{stage}_certified"].update(logits, y, self._gamma, normalization.raw_scale)
+            self._log_metrics(f"{stage}/certified", certified)
+        if attack and normalization is not None:
+            self._attack(x, y, normalization)
+        if stage == "test" and self.lipschitz_search:
+            kept = sum(t.shape[0] for t in self._lipschitz_inputs)
+            if kept < self.lipschitz_samples:
+                self._lipschitz_inputs.append(x[: self.lipschitz_samples - kept].detach())
+
+    def _raw_units(self) -> Normalization | None:
+        normalization = self.normalization
+        if normalization is None and not self._warned_no_normalization:
+            rank_zero_warn(
+                "no input normalisation (neither the normalization argument nor the data module's "
+                "normalization attribute): certified and attack accuracy in raw units are not logged"
+            )
+            self._warned_no_normalization = True
+        return normalization
+
+    def _attack(self, x: torch.Tensor, y: torch.Tensor, normalization: Normalization) -> None:
+        # Lightning evaluates under inference mode; the attack needs input gradients, and clones
+        # made outside inference mode are ordinary tensors autograd can use.
+        with torch.inference_mode(False), torch.enable_grad():
+            x_raw = normalization.to_raw(x.clone())
+            accuracy = attack_accuracy(
+                self.model, x_raw, y.clone(), self.attack_eps, normalization, **self.attack_options
+            )
+        self._log_metrics("test/attack", self.metrics["test_attack"].update(accuracy, y.shape[0]))
+
+    def on_validation_epoch_start(self) -> None:
+        """Read the current Lipschitz bound once per evaluation."""
+        self._refresh_bound()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Loss, accuracy, convergence and certificates of one validation batch."""
+        self._evaluation_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the Lipschitz bound in model and raw units."""
+        self._log_bound("val")
+
+    def on_test_epoch_start(self) -> None:
+        """Read the current Lipschitz bound once per evaluation."""
+        self._refresh_bound()
+        self._lipschitz_inputs = []
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Loss, accuracy, convergence and certificates of one test batch."""
+        self._evaluation_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        """Log the Lipschitz bound in model and raw units, and run the Lipschitz search if asked."""
+        self._log_bound("test")
+        if self.lipschitz_search and self._lipschitz_inputs:
+            with torch.inference_mode(False), torch.enable_grad():
+                x = torch.cat(self._lipschitz_inputs).clone()
+                estimate = empirical_lipschitz(self.model, x, **self.lipschitz_options)
+            self._lipschitz_inputs = []
+            self.log("test/lipschitz/empirical_lower_bound", estimate.value, sync_dist=True, reduce_fx="max")
+            gamma = self.model.lipschitz_bound()
+            if gamma is not None:
+                self.log(
+                    "test/lipschitz/empirical_over_gamma", estimate.value / gamma, sync_dist=True, reduce_fx="max"
+                )
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Logits of a batch (``(x, y)`` or just ``x``)."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.model(x)

@@ -1,0 +1,188 @@
+"""The ``lben-ode`` command: ``lben-ode fit | validate | test | predict`` (Lightning's CLI).
+
+With no arguments, ``lben-ode fit`` trains the default: a dense LBEN (width 80, γ = 2, Peaceman-
+Rachford, Adam 3e-3, 20 epochs) on the embedded 8×8 digits, logging to CSV under ``runs/``. Every
+option can be set on the command line (``--model.solver fb``, ``--trainer.max_epochs 5``) or in
+YAML files (``--config configs/mnist.yaml``); ``lben-ode fit --help`` lists them, and unknown keys
+are errors.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse.typing import PositiveInt
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from lben_ode.errors import ConfigurationError, LBENError
+
+from .classifier import LBENClassifier
+
+#: The configuration ``lben-ode`` starts from: a dense LBEN on the embedded 8×8 digits (no download).
+#: ``configs/digits.yaml`` spells out the same values.
+DEFAULTS: dict[str, Any] = {
+    "model.model": {
+        "class_path": "lben_ode.LBEN",
+        "init_args": {"in_features": 64, "out_features": 10, "width": 80, "gamma": 2.0},
+    },
+    "model.solver": "pr",
+    "model.lr": 3e-3,
+    # 8×8 images: ℓ2 distances are about √(64/784) ≈ 0.29 of MNIST's, so the radii are smaller.
+    "model.certify_eps": [0.25, 0.5, 0.75, 1.0],
+    "data": {"class_path": "lben_ode.datasets.DigitsDataModule"},
+    "checkpoint.monitor": "val/acc",
+    "checkpoint.mode": "max",
+    "checkpoint.save_last": True,
+}
+
+#: Trainer settings that differ from Lightning's own defaults.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 20,
+    "default_root_dir": "runs",
+    "log_every_n_steps": 10,
+}
+
+#: Run ``seed_everything`` with this seed unless ``--seed_everything`` says otherwise.
+DEFAULT_SEED = 0
+
+#: ``torch.set_num_threads`` of each process unless ``--torch_num_threads`` says otherwise.
+DEFAULT_TORCH_THREADS = 1
+
+
+class LBENCLI(LightningCLI):
+    """Lightning's CLI with the lben-ode defaults, CSV logs and a summary of where results went.
+
+    Differences from :class:`~lightning.pytorch.cli.LightningCLI`:
+
+    - the model is always :class:`LBENClassifier` (its ``model`` argument picks the network);
+    - a ``ModelCheckpoint`` on ``val/acc`` (best and last) is configurable as ``--checkpoint.*``;
+    - the default logger is a ``CSVLogger`` in ``trainer.default_root_dir``;
+    - ``--torch_num_threads`` (default 1) sets torch's intra-op CPU threads;
+    - options given on the command line win over the hyperparameters stored in a ``--ckpt_path``
+      checkpoint (so ``--model.solver fb`` evaluates a checkpoint with another solver).
+    """
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        super().__init__(
+            LBENClassifier,
+            LightningDataModule,
+            subclass_mode_data=True,
+            trainer_defaults=TRAINER_DEFAULTS,
+            seed_everything_default=DEFAULT_SEED,
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add ``--checkpoint.*`` and ``--torch_num_threads``, and set the lben-ode defaults."""
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_argument(
+            "--torch_num_threads",
+            type=PositiveInt | None,
+            default=DEFAULT_TORCH_THREADS,
+            help="intra-op CPU threads per process (torch.set_num_threads); null keeps torch's choice. "
+            "The dense models' small matrices gain nothing from more threads, and on a busy machine "
+            "waiting threads slow every operation down; raise it for large models on many cores.",
+        )
+        parser.set_defaults(DEFAULTS)
+
+    def before_instantiate_classes(self) -> None:
+        """Apply ``--torch_num_threads`` before anything runs."""
+        threads = self._get(self.config, "torch_num_threads")
+        if threads is not None:
+            torch.set_num_threads(threads)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse as Lightning does, keeping the arguments to parse again over checkpoint defaults."""
+        self._given_args = args
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning applies the checkpoint's hyperparameters over the parsed configuration, which
+        # would undo what the user gave. Instead they become the defaults of the subcommand and
+        # the arguments are parsed again, so the command line and --config files win.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        try:
+            self._subcommand_parsers[subcommand].set_defaults({f"model.{k}": v for k, v in hparams.items()})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"the hyperparameters stored in {ckpt_path!r} do not fit this command's model options: {exc}"
+            ) from exc
+        self.parse_arguments(self.parser, self._given_args)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with a ``CSVLogger`` in ``default_root_dir`` unless a logger is configured."""
+        config = self._get(self.config_init, "trainer", default={})
+        if config.get("logger") in (None, True):
+            root = config.get("default_root_dir") or "."
+            kwargs.setdefault("logger", CSVLogger(save_dir=root, name="lightning_logs"))
+        return super().instantiate_trainer(**kwargs)
+
+    def after_fit(self) -> None:
+        """Print where the checkpoints, metrics and configuration went."""
+        self._report("fit")
+
+    def after_validate(self) -> None:
+        """Print where the metrics and configuration went."""
+        self._report("validate")
+
+    def after_test(self) -> None:
+        """Print where the metrics and configuration went."""
+        self._report("test")
+
+    @rank_zero_only
+    def _report(self, subcommand: str) -> None:
+        trainer = self.trainer
+        lines = []
+        if subcommand == "fit":
+            for callback in trainer.checkpoint_callbacks:
+                if isinstance(callback, ModelCheckpoint):
+                    if callback.best_model_path:
+                        score = callback.best_model_score
+                        value = "" if score is None else f" ({callback.monitor} = {float(score):.4f})"
+                        lines.append(f"best checkpoint: {callback.best_model_path}{value}")
+                    if callback.last_model_path:
+                        lines.append(f"last checkpoint: {callback.last_model_path}")
+        for logger in trainer.loggers:
+            # logger.log_dir, not trainer.log_dir: the latter is a collective call across processes.
+            if isinstance(logger, CSVLogger):
+                lines.append(f"metrics (CSV):   {Path(logger.log_dir) / 'metrics.csv'}")
+            config = Path(logger.log_dir or "") / "config.yaml"
+            if logger.log_dir and config.is_file():
+                lines.append(f"config:          {config}")
+        if lines:
+            print("\n".join(lines), flush=True)
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of the ``lben-ode`` command; ``args`` replaces ``sys.argv[1:]`` when given.
+
+    Configuration errors of the library (unknown solver, bad γ, missing data, …) end the command
+    with their message and exit status 2 instead of a traceback.
+    """
+    try:
+        LBENCLI(args=args)
+    except LBENError as exc:
+        print(f"lben-ode: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,148 @@
+"""torchmetrics collections for equilibrium classifiers: loss and accuracy, solver convergence, certificates.
+
+Every value is accumulated in a torchmetrics object, so Lightning computes it once per epoch and
+torchmetrics sums (or takes the maximum) over every process: a metric is the same whether an
+epoch ran on one device or many. Per-sample quantities are weighted per sample, not per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric, Metric
+
+from lben_ode.robustness import certified_correct, certified_radius
+from lben_ode.solvers import SolverStats
+
+
+def mean_metric() -> MeanMetric:
+    """A weighted mean; NaN is kept (a NaN loss or residual must show, not be dropped)."""
+    # nan_strategy="disable" also avoids a host synchronisation per update.
+    return MeanMetric(nan_strategy="disable")
+
+
+def max_metric() -> MaxMetric:
+    """A running maximum; NaN is kept."""
+    return MaxMetric(nan_strategy="disable")
+
+
+class ClassificationMetrics(nn.Module):
+    """Mean cross-entropy and accuracy over every sample of an epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss = mean_metric()
+        self.acc = mean_metric()
+
+    def update(self, per_sample_loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Metric]:
+        """Add a batch; returns the metrics to log under their names."""
+        self.loss.update(per_sample_loss.detach())
+        self.acc.update((logits.detach().argmax(dim=1) == labels).float())
+        return {"loss": self.loss, "acc": self.acc}
+
+
+class SolverMetrics(nn.Module):
+    """Convergence of the equilibrium solves of an epoch (forward or backward).
+
+    Names follow :meth:`lben_ode.solvers.SolverStats.summary`: ``iterations_mean`` (per sample),
+    ``iterations_max``, ``residual_max`` (relative fixed-point residual), ``converged_fraction``
+    (per sample), ``time_s`` (mean wall time of one batch's solve) and, when the solver counts them,
+    ``function_evaluations`` (mean per batch).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.iterations_mean = mean_metric()
+        self.iterations_max = max_metric()
+        self.residual_max = max_metric()
+        self.converged_fraction = mean_metric()
+        self.time_s = mean_metric()
+        self.function_evaluations = mean_metric()
+
+    def update(self, stats: SolverStats) -> dict[str, Metric]:
+        """Add one solve's statistics; returns the metrics to log under their names."""
+        iterations = stats.iterations.float()
+        self.iterations_mean.update(iterations)
+        self.iterations_max.update(iterations)
+        self.residual_max.update(stats.residual.float())
+        self.converged_fraction.update(stats.converged.float())
+        self.time_s.update(torch.tensor(stats.time_s, device=iterations.device))
+        out: dict[str, Metric] = {
+            "iterations_mean": self.iterations_mean,
+            "iterations_max": self.iterations_max,
+            "residual_max": self.residual_max,
+            "converged_fraction": self.converged_fraction,
+            "time_s": self.time_s,
+        }
+        if stats.function_evaluations is not None:
+            self.function_evaluations.update(
+                torch.tensor(float(stats.function_evaluations), device=iterations.device)
+            )
+            out["function_evaluations"] = self.function_evaluations
+        return out
+
+
+def eps_name(eps: float) -> str:
+    """How a radius ε appears in a metric name, e.g. ``1.5`` → ``"1.5"``, ``2.0`` → ``"2"``."""
+    return f"{eps:g}"
+
+
+class CertificationMetrics(nn.Module):
+    """Certified accuracy at each ε and the mean certified radius, in raw (e.g. pixel) units.
+
+    A sample counts as certified at ε when it is classified correctly and its certified radius
+    ``margin / (√2 γ)`` (converted to raw units with the normalisation's ``raw_scale``) exceeds ε.
+    ``radius_mean`` averages the certified radius with 0 for misclassified samples (the usual
+    "average certified radius").
+
+    Args:
+        eps: radii ε in raw units.
+    """
+
+    def __init__(self, eps: Sequence[float]) -> None:
+        super().__init__()
+        self.eps = [float(e) for e in eps]
+        self.accuracy = nn.ModuleList(mean_metric() for _ in self.eps)
+        self.radius_mean = mean_metric()
+
+    def update(
+        self, logits: torch.Tensor, labels: torch.Tensor, gamma: float, input_scale: float
+    ) -> dict[str, Metric]:
+        """Add a batch for a model with Lipschitz bound ``gamma`` (model units); returns metrics by name."""
+        logits = logits.detach()
+        out: dict[str, Metric] = {}
+        if self.eps:
+            certified = certified_correct(logits, labels, gamma, self.eps, input_scale).float()
+            for k, (eps, metric) in enumerate(zip(self.eps, self.accuracy, strict=True)):
+                metric.update(certified[:, k])
+                out[f"acc_raw_eps{eps_name(eps)}"] = metric
+        radius = certified_radius(logits, gamma, input_scale)
+        correct = logits.argmax(dim=1) == labels
+        self.radius_mean.update(torch.where(correct, radius, torch.zeros_like(radius)))
+        out["radius_raw_mean"] = self.radius_mean
+        return out
+
+
+class AttackMetrics(nn.Module):
+    """Accuracy under an ℓ2 PGD attack at each ε (raw units): an upper bound on robust accuracy.
+
+    Args:
+        eps: radii ε in raw units.
+    """
+
+    def __init__(self, eps: Sequence[float]) -> None:
+        super().__init__()
+        self.eps = [float(e) for e in eps]
+        self.accuracy = nn.ModuleList(mean_metric() for _ in self.eps)
+
+    def update(self, accuracy: torch.Tensor, batch_size: int) -> dict[str, Metric]:
+        """Add one batch's attack accuracy per ε, weighted by its size; returns metrics by name."""
+        out: dict[str, Metric] = {}
+        for value, eps, metric in zip(accuracy.tolist(), self.eps, self.accuracy, strict=True):
+            # One entry per sample rather than a weight: torchmetrics ignores weights when
+            # nan_strategy="disable".
+            metric.update(torch.full((batch_size,), value, device=metric.device))
+            out[f"acc_raw_eps{eps_name(eps)}"] = metric
+        return out
