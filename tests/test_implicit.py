@@ -42,6 +42,8 @@ CASES = [
     ("lben_gamma", "softplus", "pr"),
     ("lben_unconstrained", "sigmoid", "pr"),
     ("mondeq", "tanh", "pr"),
+    ("lben_gamma", "relu", "anderson"),
+    ("lben_unconstrained", "tanh", "anderson"),
 ]
 
 

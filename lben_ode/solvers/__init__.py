@@ -4,7 +4,7 @@ Adding a solver is one new module with a ``@register``-decorated :class:`Solver`
 below.
 """
 
-from . import forward_backward, neural_ode, peaceman_rachford  # noqa: F401  (registers the solvers)
+from . import anderson, forward_backward, neural_ode, peaceman_rachford  # noqa: F401  (registers the solvers)
 from .base import IterativeSolver, Solver
 from .options import COMMON_OPTIONS, Option
 from .problem import EquilibriumOperator, FixedPointProblem
