@@ -68,7 +68,7 @@ class EquilibriumModel(nn.Module):
         super().__init__()
         self.activation = get_activation(activation)
         self.solver_stats: dict[str, SolverStats] = {}
-        self._operator_cache: tuple[Any, EquilibriumOperator] | None = None
+        self._operator_cache: tuple[Any, EquilibriumOperator, tuple[torch.Tensor, ...]] | None = None
         self.set_solver(solver, **solver_options)
 
     # -- solver -----------------------------------------------------------------------------------
@@ -95,11 +95,28 @@ class EquilibriumModel(nn.Module):
         # In-place updates (optimiser steps, load_state_dict) bump a tensor's version counter.
         return tuple((id(t), t._version, t.dtype, t.device) for t in (*self.parameters(), *self.buffers()))
 
-    def cached_operator(self, build: Callable[[], EquilibriumOperator]) -> EquilibriumOperator:
-        """The solver operator, rebuilt only when a parameter or buffer has changed."""
+    def cached_operator(
+        self, build: Callable[[], EquilibriumOperator], values: tuple[torch.Tensor | None, ...] = ()
+    ) -> EquilibriumOperator:
+        """The solver operator, rebuilt only when what it is built from has changed.
+
+        Args:
+            build: makes the operator from the current parameters.
+            values: the tensors the operator is built from (e.g. W and Λ). Besides the parameters'
+                version counters (bumped by optimiser steps and ``load_state_dict``), the cache
+                compares these by value: writes through ``.data`` (``torch.autograd.gradcheck``,
+                weight clipping) and ``torch.func.functional_call`` leave the counters alone.
+        """
         key = self._parameter_key()
-        if self._operator_cache is None or self._operator_cache[0] != key:
-            self._operator_cache = (key, build())
+        current = tuple(v.detach() for v in values if v is not None)
+        cache = self._operator_cache
+        if (
+            cache is None
+            or cache[0] != key
+            or len(cache[2]) != len(current)
+            or not all(torch.equal(a, b) for a, b in zip(cache[2], current, strict=True))
+        ):
+            self._operator_cache = (key, build(), tuple(v.clone() for v in current))
         return self._operator_cache[1]
 
     # -- checks -----------------------------------------------------------------------------------
