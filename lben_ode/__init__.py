@@ -17,7 +17,7 @@ from .errors import (
     UnknownNameError,
     UnsupportedSolverError,
 )
-from .models import LBEN, EquilibriumModel, ExplicitWeights, FeedforwardEquilibrium, MonDEQ, from_mlp
+from .models import LBEN, ConvLBEN, EquilibriumModel, ExplicitWeights, FeedforwardEquilibrium, MonDEQ, from_mlp
 from .normalization import Normalization
 
 __version__ = "0.1.0"
@@ -26,6 +26,7 @@ __all__ = [
     "LBEN",
     "ActivationError",
     "ConfigurationError",
+    "ConvLBEN",
     "ConvergenceError",
     "ConvergenceWarning",
     "EquilibriumModel",
