@@ -1,4 +1,4 @@
-"""The ``lben-ode`` command: ``lben-ode fit | validate | test | predict`` (Lightning's CLI).
+"""The ``lben-ode`` command: ``lben-ode fit | validate | test | predict`` (Lightning's CLI) and ``robustness``.
 
 With no arguments, ``lben-ode fit`` trains the default: a dense LBEN (width 80, γ = 2, Peaceman-
 Rachford, Adam 3e-3, 20 epochs) on the embedded 8×8 digits, logging to CSV under ``runs/``. Every
@@ -175,8 +175,15 @@ def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``lben-ode`` command; ``args`` replaces ``sys.argv[1:]`` when given.
 
     Configuration errors of the library (unknown solver, bad γ, missing data, …) end the command
-    with their message and exit status 2 instead of a traceback.
+    with their message and exit status 2 instead of a traceback. ``lben-ode robustness …`` runs
+    :mod:`.robustness_cli` (its own argparse options; ``lben-ode robustness --help`` lists them).
     """
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] == "robustness":
+        from .robustness_cli import main as robustness_main
+
+        robustness_main(argv[1:])
+        return
     try:
         LBENCLI(args=args)
     except LBENError as exc:
