@@ -36,6 +36,17 @@ def _check_lr(lr: Any) -> float:
     return float(lr)
 
 
+def _check_betas(betas: Any) -> tuple[float, float]:
+    if (
+        isinstance(betas, (str, bytes))
+        or not isinstance(betas, Sequence)
+        or len(betas) != 2
+        or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
+    ):
+        raise ConfigurationError(f"betas must be two numbers in [0, 1) (Adam's β1, β2), got {betas!r}")
+    return float(betas[0]), float(betas[1])
+
+
 def _check_eps(eps: Any, what: str = "certify_eps") -> tuple[float, ...]:
     if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence):
         raise ConfigurationError(f"{what} must be a list of radii ≥ 0, got {eps!r}")
@@ -107,6 +118,7 @@ class LBENClassifier(LightningModule):
         solver_options: options of that solver (``tol``, ``max_iter``, ``alpha``, …); they replace
             the model's current options.
         lr: Adam learning rate.
+        betas: Adam's (β1, β2), each in [0, 1).
         certify_eps: ℓ2 radii ε in raw units (pixels in [0, 1]) for certified accuracy.
         normalization: input normalisation used by the data; None takes the data module's.
         attack_eps: at test time only (expensive), ℓ2 PGD attack accuracy at these radii (raw
@@ -136,6 +148,7 @@ class LBENClassifier(LightningModule):
         solver: str | None = None,
         solver_options: dict[str, Any] | None = None,
         lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
         certify_eps: Sequence[float] = DEFAULT_CERTIFY_EPS,
         normalization: Normalization | None = None,
         attack_eps: Sequence[float] | None = None,
@@ -152,6 +165,7 @@ class LBENClassifier(LightningModule):
         self._save_plain_hyperparameters()
         self.model = model
         self.lr = _check_lr(lr)
+        self.betas = _check_betas(betas)
         self.certify_eps = _check_eps(certify_eps)
         self._normalization = _as_normalization(normalization)
         self.attack_eps = None if attack_eps is None else _check_eps(attack_eps, "attack_eps")
@@ -242,7 +256,7 @@ class LBENClassifier(LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam on every parameter of the model."""
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=self.betas)
 
     # -- logging helpers --------------------------------------------------------------------------
     def _log_metrics(self, prefix: str, metrics: dict[str, Metric], prog_bar: tuple[str, ...] = ()) -> None:
