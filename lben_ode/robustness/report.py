@@ -195,14 +195,15 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows of :func:`robustness_report` as an aligned plain-text table.
 
     Accuracies are shown in percent; γ and the Lipschitz lower bound ``L_low`` in model-input
-    units; ε in each row's ``units``. All rows must share the same ε.
+    units, and γ also in the units of ε (each row's ``units``, e.g. raw pixels). All rows must
+    share the same ε.
     """
     if not rows:
         return ""
     radii = rows[0]["eps"]
     if any(r["eps"] != radii for r in rows):
         raise ConfigurationError("format_table needs rows evaluated at the same eps")
-    header = ["model", "ε units", "γ", "L_low", "L_low/γ", "clean %"]
+    header = ["model", "ε units", "γ model", "L_low model", "L_low/γ", "γ in ε units", "clean %"]
     header += [f"cert@{e:g} %" for e in radii] + [f"pgd@{e:g} %" for e in radii]
     body = []
     for r in rows:
@@ -215,6 +216,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                 _fmt(r["gamma"], ".4g"),
                 _fmt(r["lower_bound"], ".4g"),
                 _fmt(r["tightness"], ".3f"),
+                _fmt(r.get("gamma_input_units"), ".4g"),
                 _fmt(100 * r["clean_accuracy"], ".1f"),
                 *(_fmt(None if c is None else 100 * c, ".1f") for c in cert),
                 *(_fmt(None if a is None else 100 * a, ".1f") for a in attack),
