@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -183,6 +184,29 @@ def check_positive_int(name: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def register_gamma(module: nn.Module, gamma: Any, learn_gamma: bool) -> None:
+    """Validate γ and store it on ``module`` as ``log_gamma``.
+
+    ``log_gamma`` becomes a parameter (``learn_gamma``), a buffer (fixed γ), or None (``gamma=None``:
+    the unconstrained model, well-posed but with no Lipschitz bound).
+
+    Raises:
+        ConfigurationError: γ is not a finite number > 0 (or None), or ``learn_gamma`` without a γ.
+    """
+    if gamma is None:
+        if learn_gamma:
+            raise ConfigurationError("learn_gamma=True needs a starting gamma > 0, got gamma=None")
+        module.log_gamma = None
+        return
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (math.isfinite(gamma) and gamma > 0):
+        raise ConfigurationError(f"gamma must be a finite float > 0 (or None for unconstrained), got {gamma!r}")
+    log_gamma = torch.tensor(math.log(gamma))
+    if learn_gamma:
+        module.log_gamma = nn.Parameter(log_gamma)
+    else:
+        module.register_buffer("log_gamma", log_gamma)
 
 
 def check_margin(value: Any) -> float:

@@ -13,7 +13,7 @@ from ..errors import ConfigurationError, LBENError, UnsupportedSolverError, unkn
 from ..solvers.base import Solver
 from ..solvers.problem import FixedPointProblem
 from ..solvers.registry import available, get_solver
-from .base import EquilibriumModel, ExplicitWeights, ForwardParts, check_margin, check_positive_int
+from .base import EquilibriumModel, ExplicitWeights, ForwardParts, check_margin, check_positive_int, register_gamma
 from .circular import circular_conv
 from .conv_operator import ConvOperator, ConvWeights
 from .dense import linear_init
@@ -119,13 +119,7 @@ class ConvLBEN(EquilibriumModel):
             raise ConfigurationError(f"pool={pool} must divide the image size {height}×{width}")
         if metric not in METRICS:
             raise unknown_name("metric", metric, METRICS)
-        if gamma is not None:
-            if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (
-                math.isfinite(gamma) and gamma > 0
-            ):
-                raise ConfigurationError(f"gamma must be a finite float > 0 (or None for unconstrained), got {gamma!r}")
-        elif learn_gamma:
-            raise ConfigurationError("learn_gamma=True needs a starting gamma > 0, got gamma=None")
+        register_gamma(self, gamma, learn_gamma)
         if isinstance(kernel_scale, bool) or not isinstance(kernel_scale, (int, float)) or not (
             math.isfinite(kernel_scale) and kernel_scale >= 0
         ):
@@ -152,12 +146,6 @@ class ConvLBEN(EquilibriumModel):
             self.register_buffer("log_lambda", torch.zeros(metric_shape))
         else:
             self.log_lambda = nn.Parameter(torch.zeros(metric_shape))
-        if gamma is None:
-            self.log_gamma = None
-        elif learn_gamma:
-            self.log_gamma = nn.Parameter(torch.tensor(math.log(gamma)))
-        else:
-            self.register_buffer("log_gamma", torch.tensor(math.log(gamma)))
         self._check_solver(self.solver)
 
     # -- solver -----------------------------------------------------------------------------------

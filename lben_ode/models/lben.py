@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..activations import Activation
-from ..errors import ConfigurationError, unknown_name
-from .base import check_margin, check_positive_int
+from ..errors import unknown_name
+from .base import check_margin, check_positive_int, register_gamma
 from .dense import DenseEquilibriumModel, linear_init
 
 METRICS = ("diagonal", "identity")
@@ -56,13 +55,7 @@ class LBEN(DenseEquilibriumModel):
         **solver_options: Any,
     ) -> None:
         super().__init__(in_features, out_features, width, activation, solver, solver_options)
-        if gamma is not None:
-            if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (
-                math.isfinite(gamma) and gamma > 0
-            ):
-                raise ConfigurationError(f"gamma must be a finite float > 0 (or None for unconstrained), got {gamma!r}")
-        elif learn_gamma:
-            raise ConfigurationError("learn_gamma=True needs a starting gamma > 0, got gamma=None")
+        register_gamma(self, gamma, learn_gamma)
         if metric not in METRICS:
             raise unknown_name("metric", metric, METRICS)
         self.margin = check_margin(margin)
@@ -74,12 +67,6 @@ class LBEN(DenseEquilibriumModel):
             self.log_lambda = nn.Parameter(torch.zeros(width))
         else:
             self.register_buffer("log_lambda", torch.zeros(width))
-        if gamma is None:
-            self.log_gamma = None
-        elif learn_gamma:
-            self.log_gamma = nn.Parameter(torch.tensor(math.log(gamma)))
-        else:
-            self.register_buffer("log_gamma", torch.tensor(math.log(gamma)))
 
     @property
     def gamma(self) -> torch.Tensor | None:
