@@ -3,6 +3,7 @@
 # handwritten-digits data (no download). Extra arguments go to `lben-ode fit`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$root/scripts/setup-env.sh"
+# An explicit empty extras argument: otherwise `source` would hand this script's arguments to it.
+source "$root/scripts/setup-env.sh" ""
 cd "$root"
 lben-ode fit "$@"
