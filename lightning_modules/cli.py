@@ -71,6 +71,14 @@ class LBENCLI(LightningCLI):
     """
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "parser_kwargs",
+            {
+                "description": "Train, validate and test Lipschitz-bounded equilibrium networks. Also: "
+                "'lben-ode robustness --ckpt A.ckpt [--ckpt B.ckpt …]' writes a robustness table and plot "
+                "of trained checkpoints (see 'lben-ode robustness --help')."
+            },
+        )
         super().__init__(
             LBENClassifier,
             LightningDataModule,

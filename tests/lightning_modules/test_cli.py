@@ -152,3 +152,10 @@ def test_missing_mnist_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
         ["validate", "--config", str(CONFIGS / "mnist.yaml"), "--data.data_dir", str(tmp_path / "absent")], capsys
     )
     assert "DatasetError" in err and "does not exist" in err and "Traceback" not in err
+
+
+def test_top_level_help_mentions_the_robustness_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "lben-ode robustness" in capsys.readouterr().out
