@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 
 from .base import IterativeSolver
+from .forward_backward import forward_backward_map, resolve_step_size
 from .options import Option, positive_float, positive_int
 from .problem import FixedPointProblem
 from .registry import register
@@ -86,17 +87,11 @@ class Anderson(IterativeSolver):
     }
 
     def _map(self, problem: FixedPointProblem, alpha: float, x: torch.Tensor) -> torch.Tensor:
-        z = x.view(problem.injection.shape)
-        a = (1 - alpha) * z + alpha * (problem.operator.apply(z) + problem.injection)
-        return problem.activation.prox(a, alpha).flatten(1)
-
-    def step_size(self, problem: FixedPointProblem) -> float:
-        """The α used for ``problem``: the option, or the model's provably safe step when it is None."""
-        alpha = self.options["alpha"]
-        return problem.operator.forward_backward_step() if alpha is None else float(alpha)
+        """T on flat states ``(batch, d)``."""
+        return forward_backward_map(problem, alpha, x.view(problem.injection.shape)).flatten(1)
 
     def init_state(self, problem: FixedPointProblem, z0: torch.Tensor) -> tuple[AndersonState, float]:
-        alpha = self.step_size(problem)
+        alpha = resolve_step_size(self.options["alpha"], problem)
         x = z0.flatten(1)
         batch, d = x.shape
         m = self.options["memory"]

@@ -12,6 +12,17 @@ from .problem import FixedPointProblem
 from .registry import register
 
 
+def forward_backward_map(problem: FixedPointProblem, alpha: float, z: torch.Tensor) -> torch.Tensor:
+    """One forward-backward step ``prox_{αf}((1 − α) z + α (W z + b))``, z shaped like the injection."""
+    a = (1 - alpha) * z + alpha * (problem.operator.apply(z) + problem.injection)
+    return problem.activation.prox(a, alpha)
+
+
+def resolve_step_size(alpha: float | None, problem: FixedPointProblem) -> float:
+    """The α to use: the given one, or (None) the step the model's monotonicity proves convergent."""
+    return problem.operator.forward_backward_step() if alpha is None else float(alpha)
+
+
 @register
 class ForwardBackward(IterativeSolver):
     """``z⁺ = prox_{αf}((1 − α) z + α (W z + b))``.
@@ -36,16 +47,14 @@ class ForwardBackward(IterativeSolver):
 
     def step_size(self, problem: FixedPointProblem) -> float:
         """The α used for ``problem``: the user's, or the model's provably safe step."""
-        alpha = self.options["alpha"]
-        return problem.operator.forward_backward_step() if alpha is None else float(alpha)
+        return resolve_step_size(self.options["alpha"], problem)
 
     def init_state(self, problem: FixedPointProblem, z0: torch.Tensor) -> tuple[torch.Tensor, float]:
         return z0, self.step_size(problem)
 
     def step(self, problem: FixedPointProblem, state: tuple[torch.Tensor, float]) -> tuple[torch.Tensor, float]:
         z, alpha = state
-        a = (1 - alpha) * z + alpha * (problem.operator.apply(z) + problem.injection)
-        return problem.activation.prox(a, alpha), alpha
+        return forward_backward_map(problem, alpha, z), alpha
 
     def current(self, state: tuple[torch.Tensor, float]) -> torch.Tensor:
         return state[0]

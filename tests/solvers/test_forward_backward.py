@@ -13,19 +13,12 @@ from lben_ode.solvers import FixedPointProblem, get_solver
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-ACTIVATIONS = [
-    ("relu", {}),
-    ("leaky_relu", {"negative_slope": 0.1}),
-    ("tanh", {}),
-    ("sigmoid", {}),
-    ("softplus", {}),
-]
 MODEL_KINDS = ["lben_gamma", "lben_unconstrained", "mondeq"]
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
-@pytest.mark.parametrize(("name", "kwargs"), ACTIVATIONS, ids=[a for a, _ in ACTIVATIONS])
-def test_fb_solution_meets_tol_and_matches_float64_newton(kind, name, kwargs, reference, small_model_factory):
+def test_fb_solution_meets_tol_and_matches_float64_newton(kind, activation_case, reference, small_model_factory):
+    name, kwargs = activation_case
     tol = 1e-9
     model = small_model_factory(kind, name, kwargs, seed=3, solver="fb", tol=tol, max_iter=5000)
     x = torch.randn(6, 5, dtype=torch.float64)

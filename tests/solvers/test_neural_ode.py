@@ -15,13 +15,6 @@ from lben_ode.models.dense_operator import DenseOperator
 from lben_ode.solvers import FixedPointProblem, available, get_solver, solver_class
 from lben_ode.solvers.neural_ode import SteadyStateODE
 
-ACTIVATIONS = [
-    ("relu", {}),
-    ("leaky_relu", {"negative_slope": 0.1}),
-    ("tanh", {}),
-    ("sigmoid", {}),
-    ("softplus", {}),
-]
 MODEL_KINDS = ["lben_gamma", "lben_unconstrained", "mondeq"]
 #: Right-hand-side evaluations per step of each method in torchdiffeq (dopri5 and bosh3 reuse the
 #: last stage of the previous step; each adaptive chunk starts with one evaluation of its own).
@@ -88,8 +81,8 @@ def test_bad_options_get_clear_errors(options, error, needles):
 
 # -- the steady state ---------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", MODEL_KINDS)
-@pytest.mark.parametrize(("name", "kwargs"), ACTIVATIONS, ids=[a for a, _ in ACTIVATIONS])
-def test_steady_state_meets_tol_and_matches_newton_and_pr(kind, name, kwargs, reference, small_model_factory):
+def test_steady_state_meets_tol_and_matches_newton_and_pr(kind, activation_case, reference, small_model_factory):
+    name, kwargs = activation_case
     tol = 1e-7
     model = small_model_factory(kind, name, kwargs, seed=5, solver="ode", tol=tol)
     x = torch.randn(6, 5, dtype=torch.float64)
@@ -198,8 +191,8 @@ def test_adjoint_equilibrium_of_implicit_gradients_matches_a_direct_solve(small_
 
 # -- gradients ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", MODEL_KINDS)
-@pytest.mark.parametrize(("name", "kwargs"), ACTIVATIONS, ids=[a for a, _ in ACTIVATIONS])
-def test_implicit_gradients_match_peaceman_rachford(kind, name, kwargs, small_model_factory):
+def test_implicit_gradients_match_peaceman_rachford(kind, activation_case, small_model_factory):
+    name, kwargs = activation_case
     model = small_model_factory(kind, name, kwargs, seed=11, solver="pr", tol=1e-12, max_iter=5000)
     x = torch.randn(4, 5, dtype=torch.float64)
     expected = gradients(model, x)

@@ -13,19 +13,12 @@ from lben_ode.solvers import FixedPointProblem, get_solver
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-ACTIVATIONS = [
-    ("relu", {}),
-    ("leaky_relu", {"negative_slope": 0.1}),
-    ("tanh", {}),
-    ("sigmoid", {}),
-    ("softplus", {}),
-]
 MODEL_KINDS = ["lben_gamma", "lben_unconstrained", "mondeq"]
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
-@pytest.mark.parametrize(("name", "kwargs"), ACTIVATIONS, ids=[a for a, _ in ACTIVATIONS])
-def test_pr_solution_meets_tol_and_matches_float64_newton(kind, name, kwargs, reference, small_model_factory):
+def test_pr_solution_meets_tol_and_matches_float64_newton(kind, activation_case, reference, small_model_factory):
+    name, kwargs = activation_case
     tol = 1e-10
     model = small_model_factory(kind, name, kwargs, seed=7, solver="pr", tol=tol, max_iter=2000)
     x = torch.randn(6, 5, dtype=torch.float64)
@@ -41,8 +34,8 @@ def test_pr_converges_for_every_alpha(alpha, name, kwargs, reference, small_mode
     reference.check_model(model, torch.randn(4, 5, dtype=torch.float64), 1e-10)
 
 
-@pytest.mark.parametrize(("name", "kwargs"), ACTIVATIONS, ids=[a for a, _ in ACTIVATIONS])
-def test_pr_default_settings_float32(name, kwargs, reference):
+def test_pr_default_settings_float32(activation_case, reference):
+    name, kwargs = activation_case
     torch.manual_seed(12)
     model = LBEN(20, 4, 24, gamma=1.0, activation=get_activation(name, **kwargs))
     assert model.solver.name == "pr"

@@ -7,18 +7,11 @@ import torch
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-ACTIVATIONS = [
-    ("relu", {}),
-    ("leaky_relu", {"negative_slope": 0.1}),
-    ("tanh", {}),
-    ("sigmoid", {}),
-    ("softplus", {}),
-]
 
 
 @pytest.mark.parametrize("kind", ["lben_gamma", "lben_unconstrained", "mondeq"])
-@pytest.mark.parametrize(("name", "kwargs"), ACTIVATIONS, ids=[a for a, _ in ACTIVATIONS])
-def test_fb_and_pr_agree_within_the_tolerance_bound(kind, name, kwargs, reference, small_model_factory):
+def test_fb_and_pr_agree_within_the_tolerance_bound(kind, activation_case, reference, small_model_factory):
+    name, kwargs = activation_case
     tol = 1e-6
     model = small_model_factory(kind, name, kwargs, seed=21, solver="fb", tol=tol)
     x = torch.randn(8, 5, dtype=torch.float64)
