@@ -195,6 +195,8 @@ class LBENClassifier(LightningModule):
         self.metrics["test_attack"] = AttackMetrics(self.attack_eps or ())
         self._gamma: float | None = None
         self._warned_no_normalization = False
+        # Metrics updated in the current epoch, by logged name: (metric, shown in the progress bar).
+        self._epoch_metrics: dict[str, tuple[Metric, bool]] = {}
 
     def _save_plain_hyperparameters(self) -> None:
         # From the CLI, Lightning hands save_hyperparameters the parsed configuration (plain data,
@@ -260,8 +262,18 @@ class LBENClassifier(LightningModule):
 
     # -- logging helpers --------------------------------------------------------------------------
     def _log_metrics(self, prefix: str, metrics: dict[str, Metric], prog_bar: tuple[str, ...] = ()) -> None:
+        # The metrics were updated with this batch; they are logged once, at the end of the epoch
+        # (_log_epoch_metrics). Each self.log call costs Lightning about half a millisecond, more
+        # than a small model's whole training step, so per-step logging of a dozen metrics would
+        # dominate the epoch time.
         for name, metric in metrics.items():
-            self.log(f"{prefix}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name in prog_bar)
+            self._epoch_metrics[f"{prefix}/{name}"] = (metric, name in prog_bar)
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        """Log (computed over the epoch and every process, then reset by Lightning) the metrics of ``stage``."""
+        for key in [k for k in self._epoch_metrics if k.startswith(f"{stage}/")]:
+            metric, prog_bar = self._epoch_metrics.pop(key)
+            self.log(key, metric, on_step=False, on_epoch=True, prog_bar=prog_bar)
 
     def _log_solve(self, stage: str, direction: str) -> None:
         stats = self.model.solver_stats.get(direction)
@@ -302,7 +314,8 @@ class LBENClassifier(LightningModule):
         self._log_solve("train", "backward")
 
     def on_train_epoch_end(self) -> None:
-        """Log the Lipschitz bound (it changes during training when γ is learned)."""
+        """Log the epoch's metrics and the Lipschitz bound (it changes during training when γ is learned)."""
+        self._log_epoch_metrics("train")
         self._log_bound("train")
 
     def _evaluation_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -354,7 +367,8 @@ class LBENClassifier(LightningModule):
         self._evaluation_step("val", batch)
 
     def on_validation_epoch_end(self) -> None:
-        """Log the Lipschitz bound in model and raw units."""
+        """Log the epoch's metrics and the Lipschitz bound in model and raw units."""
+        self._log_epoch_metrics("val")
         self._log_bound("val")
 
     def on_test_epoch_start(self) -> None:
@@ -367,7 +381,9 @@ class LBENClassifier(LightningModule):
         self._evaluation_step("test", batch)
 
     def on_test_epoch_end(self) -> None:
-        """Log the Lipschitz bound in model and raw units, and run the Lipschitz search if asked."""
+        """Log the epoch's metrics and the Lipschitz bound in model and raw units, and run the
+        Lipschitz search if asked."""
+        self._log_epoch_metrics("test")
         self._log_bound("test")
         if self.lipschitz_search and self._lipschitz_inputs:
             with torch.inference_mode(False), torch.enable_grad():

@@ -119,6 +119,22 @@ def test_logged_metrics_match_direct_computation(tmp_path, digits, trained):
     assert every <= result["val/forward/iterations_mean"] <= result["val/forward/iterations_max"]
 
 
+def test_epoch_metrics_cover_only_the_last_epoch(tmp_path, digits):
+    """Metrics are logged once per epoch: the sanity check and earlier epochs must not leak into them."""
+    torch.manual_seed(0)
+    module = LBENClassifier(tiny_lben(), solver="pr", solver_options={"tol": 1e-6}, lr=1e-2)
+    trainer = quick_trainer(tmp_path, max_epochs=2, limit_train_batches=6, num_sanity_val_steps=2)
+    trainer.fit(module, digits)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    x, y = digits.dataset("val").inputs, digits.dataset("val").labels
+    with torch.no_grad():
+        logits = module.model(x)
+    assert metrics["val/acc"] == pytest.approx((logits.argmax(dim=1) == y).double().mean().item(), abs=1e-6)
+    assert metrics["val/loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert math.isfinite(metrics["train/loss"]) and 0.0 <= metrics["train/acc"] <= 1.0
+    assert metrics["train/backward/converged_fraction"] == 1.0
+
+
 def test_model_without_bound_skips_certificates(tmp_path, digits):
     module = LBENClassifier(lben_ode.MonDEQ(64, 10, WIDTH))
     (result,) = quick_trainer(tmp_path).validate(module, digits, verbose=False)
@@ -223,9 +239,12 @@ def test_attack_accuracy_lies_between_certified_and_clean_accuracy(tmp_path, dig
     x, y = digits.dataset("test").inputs[:40], digits.dataset("test").labels[:40]
     with torch.no_grad():
         logits = trained.model(x).double()
+    # Misclassified samples first, so that the batches of 32 and 8 have different accuracies: only
+    # a per-sample mean then gives the clean accuracy.
+    order = torch.argsort((logits.argmax(1) == y).int(), stable=True)
+    x, y, logits = x[order], y[order], logits[order]
     radius = lben_ode.robustness.certified_radius(logits, 2.0, digits.normalization.raw_scale)
     correct = logits.argmax(1) == y
-    # Batches of 32 and 8 with different accuracies: only a per-sample mean gives the clean accuracy.
     assert correct[:32].double().mean() != correct[32:].double().mean()
     eps = float(f"{radius[correct].median().item():.4g}")  # half the correct points are certified
     module = LBENClassifier(
