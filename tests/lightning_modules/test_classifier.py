@@ -1,5 +1,6 @@
 """LBENClassifier: training with every solver, logged metrics against direct computations, checkpoints."""
 
+import copy
 import math
 import warnings
 
@@ -206,7 +207,10 @@ def test_model_and_data_shapes_must_agree(tmp_path, digits):
 
 def test_checkpoint_loads_weights_only_and_evaluates_with_another_solver(tmp_path, digits, trained):
     normalization = lben_ode.Normalization(mean=(0.3,), std=(0.4,))
-    module = LBENClassifier(trained.model, solver="pr", solver_options={"tol": 1e-5}, normalization=normalization)
+    # A copy: fitting it (and setting its solver) must not change the module-scoped fixture.
+    module = LBENClassifier(
+        copy.deepcopy(trained.model), solver="pr", solver_options={"tol": 1e-5}, normalization=normalization
+    )
     trainer = quick_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
     trainer.fit(module, digits)
     path = tmp_path / "model.ckpt"
