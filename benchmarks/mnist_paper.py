@@ -263,17 +263,22 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return statistics.fmean(present) if present else None
 
 
+def _by_model(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows grouped by their "model", in the order each model first appears."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["model"], []).append(r)
+    return groups
+
+
 def seed_summary(rows: Sequence[dict[str, Any]], eps: Sequence[float]) -> list[dict[str, Any]]:
     """Per model, over its seeds: test error mean, sample standard deviation, min and max (%), mean
     certified and PGD accuracy at each ε (pixel units, %), the largest L_low/γ and mean s/epoch.
 
     Models keep the order of their first row; the standard deviation is None for a single seed.
     """
-    by_model: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_model.setdefault(r["model"], []).append(r)
     summary = []
-    for model, runs in by_model.items():
+    for model, runs in _by_model(rows).items():
         errors = [r["test_error_pct"] for r in runs]
         tightness = [r["lipschitz_lower_over_gamma"] for r in runs if r["lipschitz_lower_over_gamma"] is not None]
         out: dict[str, Any] = {
@@ -297,9 +302,6 @@ def seed_summary(rows: Sequence[dict[str, Any]], eps: Sequence[float]) -> list[d
 
 def mean_report_rows(report_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One :func:`robustness_report`-style row per model, with accuracies averaged over its seeds (for the plot)."""
-    by_model: dict[str, list[dict[str, Any]]] = {}
-    for r in report_rows:
-        by_model.setdefault(r["model"], []).append(r)
 
     def average(runs: list[dict[str, Any]], key: str) -> list[float] | None:
         if runs[0][key] is None:
@@ -312,7 +314,7 @@ def mean_report_rows(report_rows: Sequence[dict[str, Any]]) -> list[dict[str, An
             "certified_accuracy": average(runs, "certified_accuracy"),
             "attack_accuracy": average(runs, "attack_accuracy"),
         }
-        for runs in by_model.values()
+        for runs in _by_model(report_rows).values()
     ]
 
 

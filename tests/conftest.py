@@ -6,9 +6,12 @@ explicit matrices with plain torch in float64, so they can check the library's s
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -139,6 +142,18 @@ class Reference:
         assert bool((error <= bound).all()), (error, bound)
         return z, bound
 
+    def check_float32_model(self, model: torch.nn.Module, x: torch.Tensor, tol: float) -> None:
+        """:meth:`check_model` for a float32 model at its own settings: no ConvergenceWarning may be
+        raised, and the float64 residual may exceed ``tol`` only by float32 rounding of the solver's
+        own residual, about n·eps₃₂·(‖W‖‖z‖ + ‖b‖)/‖z‖."""
+        from lben_ode import ConvergenceWarning
+
+        W = model.explicit_weights().W.double()
+        slack = W.shape[0] * torch.finfo(torch.float32).eps * (float(torch.linalg.matrix_norm(W, ord=2)) + 10.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            self.check_model(model, x, tol, slack)
+
 
 def activation_of(model: torch.nn.Module) -> tuple[Elementwise, Elementwise]:
     """The reference σ, σ' for a model's activation (read from its name and slope only)."""
@@ -146,11 +161,23 @@ def activation_of(model: torch.nn.Module) -> tuple[Elementwise, Elementwise]:
     return reference_activation(act.name, getattr(act, "negative_slope", 0.01))
 
 
-def small_model(kind: str, activation: str, kwargs: dict, seed: int, solver: str, **options) -> torch.nn.Module:
-    """A float64 model of width 12 on 5 inputs with random biases and, for LBENs, a random Λ.
+def small_model(
+    kind: str,
+    activation: str,
+    kwargs: dict,
+    seed: int,
+    solver: str,
+    *,
+    sizes: tuple[int, int, int] = (5, 3, 12),
+    bias_mean: float = 0.0,
+    **options,
+) -> torch.nn.Module:
+    """A float64 model (``sizes``: inputs, outputs, width) with random biases ``b_z`` of mean
+    ``bias_mean`` and, for LBENs, a random Λ.
 
     ``kind`` is ``lben_gamma`` (γ = 1), ``lben_unconstrained`` (γ = None) or ``mondeq``. The margin
-    is 1 so that forward-backward's provably safe step keeps the tests fast.
+    is 1 so that forward-backward's provably safe step keeps the tests fast. ``options`` go to the
+    solver.
     """
     from lben_ode import LBEN, MonDEQ
     from lben_ode.activations import get_activation
@@ -158,14 +185,14 @@ def small_model(kind: str, activation: str, kwargs: dict, seed: int, solver: str
     torch.manual_seed(seed)
     act = get_activation(activation, **kwargs)
     if kind == "mondeq":
-        model = MonDEQ(5, 3, 12, activation=act, margin=1.0, solver=solver, **options)
+        model = MonDEQ(*sizes, activation=act, margin=1.0, solver=solver, **options)
     else:
         gamma = 1.0 if kind == "lben_gamma" else None
-        model = LBEN(5, 3, 12, gamma=gamma, activation=act, margin=1.0, solver=solver, **options)
+        model = LBEN(*sizes, gamma=gamma, activation=act, margin=1.0, solver=solver, **options)
         with torch.no_grad():
             model.log_lambda.uniform_(-1.0, 1.0)
     with torch.no_grad():
-        model.b_z.normal_()
+        model.b_z.normal_(mean=bias_mean)
     return model.double()
 
 
@@ -173,6 +200,24 @@ def small_model(kind: str, activation: str, kwargs: dict, seed: int, solver: str
 def small_model_factory() -> Callable[..., torch.nn.Module]:
     """:func:`small_model`."""
     return small_model
+
+
+def write_synthetic_mnist(folder: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Four gzipped MNIST IDX files of random images and labels in ``folder``; returns ``folder``."""
+    from lben_ode.datasets import write_idx
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
+    return folder
+
+
+@pytest.fixture
+def synthetic_mnist() -> Callable[..., Path]:
+    """:func:`write_synthetic_mnist`."""
+    return write_synthetic_mnist
 
 
 @pytest.fixture

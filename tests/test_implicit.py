@@ -9,27 +9,21 @@ from torch.autograd import gradcheck
 from torch.autograd.graph import saved_tensors_hooks
 from torch.func import functional_call
 
-from lben_ode import LBEN, MonDEQ
-from lben_ode.activations import get_activation
+from lben_ode import LBEN
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def tiny_model(kind: str, activation: str, solver: str, seed: int = 0, **options) -> torch.nn.Module:
-    """A float64 model small enough for gradcheck (3 inputs, width 4, 2 outputs)."""
-    torch.manual_seed(seed)
-    act = get_activation(activation, **({"negative_slope": 0.1} if activation == "leaky_relu" else {}))
-    if kind == "mondeq":
-        model = MonDEQ(3, 2, 4, activation=act, margin=1.0, solver=solver, **options)
-    else:
-        gamma = 1.0 if kind == "lben_gamma" else None
-        model = LBEN(3, 2, 4, gamma=gamma, activation=act, margin=1.0, solver=solver, **options)
-        with torch.no_grad():
-            model.log_lambda.uniform_(-1.0, 1.0)
-    with torch.no_grad():
-        # A positive mean keeps a good share of ReLU units active, so gradients are not trivially 0.
-        model.b_z.normal_(mean=0.5)
-    return model.double()
+@pytest.fixture
+def tiny_model(small_model_factory):
+    """Builds a float64 model small enough for gradcheck (3 inputs, width 4, 2 outputs)."""
+
+    def build(kind: str, activation: str, solver: str, seed: int = 0, **options) -> torch.nn.Module:
+        kwargs = {"negative_slope": 0.1} if activation == "leaky_relu" else {}
+        # A positive bias mean keeps a good share of ReLU units active, so gradients are not trivially 0.
+        return small_model_factory(kind, activation, kwargs, seed, solver, sizes=(3, 2, 4), bias_mean=0.5, **options)
+
+    return build
 
 
 CASES = [
@@ -48,7 +42,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("kind", "activation", "solver"), CASES)
-def test_gradcheck_wrt_inputs_and_every_parameter(kind, activation, solver):
+def test_gradcheck_wrt_inputs_and_every_parameter(kind, activation, solver, tiny_model):
     model = tiny_model(kind, activation, solver, tol=1e-12, max_iter=20000, on_nonconvergence="raise")
     names = [name for name, _ in model.named_parameters()]
     params = [p.detach().clone().requires_grad_() for p in model.parameters()]
@@ -109,7 +103,7 @@ def safe_step(W: torch.Tensor, lam: torch.Tensor) -> float:
         ("lben_unconstrained", "softplus", "fb"),
     ],
 )
-def test_implicit_gradient_equals_the_differentiated_unrolled_solve(kind, activation, solver):
+def test_implicit_gradient_equals_the_differentiated_unrolled_solve(kind, activation, solver, tiny_model):
     model = tiny_model(kind, activation, solver, seed=3, tol=1e-12, max_iter=20000)
     x = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(3, 2, dtype=torch.float64)

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lben_ode.datasets import write_idx
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "mnist_paper.py"
 
@@ -69,14 +68,8 @@ def test_seed_list_rejects_bad_input(mnist_paper, text):
         mnist_paper.seed_list(text)
 
 
-def test_two_seeds_end_to_end(mnist_paper, tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    data = tmp_path / "mnist"
-    data.mkdir()
-    write_idx(data / "train-images-idx3-ubyte", rng.integers(0, 256, (64, 28, 28), dtype=np.uint8))
-    write_idx(data / "train-labels-idx1-ubyte", rng.integers(0, 10, 64, dtype=np.uint8))
-    write_idx(data / "t10k-images-idx3-ubyte", rng.integers(0, 256, (16, 28, 28), dtype=np.uint8))
-    write_idx(data / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 16, dtype=np.uint8))
+def test_two_seeds_end_to_end(mnist_paper, tmp_path, capsys, synthetic_mnist):
+    data = synthetic_mnist(tmp_path / "mnist", n_train=64, n_test=16)
     out = tmp_path / "out"
     argv = ["--data-dir", str(data), "--out", str(out), "--models", "lben1,mondeq", "--seeds", "3,4"]
     argv += ["--epochs", "1", "--width", "8", "--batch-size", "32", "--no-progress", "--accelerator", "cpu"]

@@ -3,10 +3,9 @@
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from lben_ode.datasets import DigitsDataModule, MNISTDataModule, write_idx
+from lben_ode.datasets import DigitsDataModule, MNISTDataModule
 from lben_ode.lightning_modules import LBENCLI, LBENClassifier, main
 
 import lben_ode
@@ -60,12 +59,9 @@ def test_mnist_yaml_is_the_paper_setting(tmp_path, monkeypatch):
     assert data.input_shape == model.model.input_shape and data.data_dir == tmp_path
 
 
-def test_mnist_yaml_trains_on_idx_files(tmp_path, monkeypatch, capsys, lben_ode_cli):
+def test_mnist_yaml_trains_on_idx_files(tmp_path, monkeypatch, capsys, lben_ode_cli, synthetic_mnist):
     monkeypatch.chdir(tmp_path)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 64), ("t10k", 32)):
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
+    synthetic_mnist(tmp_path, n_train=64, n_test=32)
     main(
         ["fit", "--config", str(CONFIGS / "mnist.yaml"), "--data.data_dir", str(tmp_path),
          "--trainer.max_epochs", "1", "--trainer.default_root_dir", "runs", "--trainer.enable_progress_bar", "false"]

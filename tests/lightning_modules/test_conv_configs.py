@@ -3,12 +3,11 @@
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
 from jsonargparse import ArgumentParser
-from lben_ode.datasets import MNISTDataModule, write_idx
+from lben_ode.datasets import MNISTDataModule
 from lben_ode.lightning_modules import LBENCLI, main
 
 import lben_ode
@@ -30,12 +29,9 @@ def test_mnist_conv_yaml_builds_a_conv_lben_on_images(tmp_path, monkeypatch):
     assert model.lipschitz_bound() == 1.0 and model.solver.name == "anderson" and model.margin == 1.0
 
 
-def test_mnist_conv_yaml_trains_on_idx_files(tmp_path, monkeypatch, capsys, lben_ode_cli):
+def test_mnist_conv_yaml_trains_on_idx_files(tmp_path, monkeypatch, capsys, lben_ode_cli, synthetic_mnist):
     monkeypatch.chdir(tmp_path)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 16), ("t10k", 8)):
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
+    synthetic_mnist(tmp_path, n_train=16, n_test=8)
     main(
         ["fit", "--config", str(CONFIGS / "mnist_conv.yaml"), "--data.data_dir", str(tmp_path),
          "--model.model.init_args.channels", "4", "--trainer.max_epochs", "1",
