@@ -14,6 +14,7 @@ are provable, computed exactly per frequency.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -268,6 +269,18 @@ class ConvOperator:
         √(1 − μ²/L²) per step in the Λ-metric."""
         mu, lipschitz = self.monotonicity()
         return mu / lipschitz**2
+
+    def forward_backward_contraction(self) -> tuple[float, float]:
+        """(α, ρ) = (μ/L², √(1 − μ²/L²)) from :meth:`monotonicity`: the step and its proven
+        contraction factor in the Λ-metric (Λ⁻¹ for Wᵀ)."""
+        mu, lipschitz = self.monotonicity()
+        return mu / lipschitz**2, math.sqrt(max(0.0, 1.0 - (mu / lipschitz) ** 2))
+
+    def metric_weights(self) -> torch.Tensor:
+        """Diagonal of the metric in which forward-backward contracts, broadcastable to the state:
+        Λ, or Λ⁻¹ for Wᵀ."""
+        lam = self.weights.lam
+        return 1.0 / lam if self.transposed else lam
 
     def resolvent(self, alpha: float) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """None: the metric Λ breaks the Fourier diagonalisation, so there is no cheap inverse."""

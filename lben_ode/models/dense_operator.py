@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -64,6 +65,59 @@ class DenseOperator:
             return self.fb_step
         mu, L = self.monotonicity()
         return mu / L**2
+
+    def forward_backward_contraction(self) -> tuple[float, float | None]:
+        """(α, ρ): the forward-backward step with the smallest proven contraction factor, and ρ.
+
+        One step maps the error e to ``prox(a) − prox(a*)`` with ``Λ^{½}(a − a*) = (I − αM)Λ^{½}e``
+        (M as in :meth:`monotonicity`); prox acts elementwise and is 1-Lipschitz, so
+        ``‖e⁺‖_Λ ≤ ‖I − αM‖₂ ‖e‖_Λ``. ``ρ(α) = ‖I − αM‖₂`` is convex in α; its minimiser is found by
+        golden-section search on log α between μ/L² (where ρ ≤ √(1 − μ²/L²)) and 2/L (beyond
+        which ρ ≥ 1). On ill-conditioned models it is hundreds of times faster than μ/L² (whose
+        bound ``√(1 − μ²/L²)`` ignores the structure of M). The same (α, ρ) holds for Wᵀ in the
+        Λ⁻¹-metric (M becomes Mᵀ). Without a metric: ``(fb_step, None)`` (no proven rate).
+        """
+        if self.metric is None:
+            return self.fb_step, None
+        if "fb_contraction" not in self._shared:
+            self._shared["fb_contraction"] = self._best_contraction()
+        return self._shared["fb_contraction"]
+
+    def _best_contraction(self) -> tuple[float, float]:
+        mu, L = self.monotonicity()
+        W = self.W.double()
+        s = self.metric.double().sqrt()
+        eye = torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
+        M = (eye - W) * s[:, None] / s[None, :]
+        sym, gram = (M + M.T) / 2, M.T @ M
+
+        def rho(alpha: float) -> float:
+            # ‖I − αM‖₂² = λ_max(I − 2α sym(M) + α² MᵀM): one symmetric eigenvalue problem.
+            return float(torch.linalg.eigvalsh(eye - 2 * alpha * sym + alpha**2 * gram)[-1].clamp_min(0).sqrt())
+
+        lo, hi = math.log(mu / L**2), math.log(2 / L)
+        golden = (math.sqrt(5) - 1) / 2
+        a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
+        fa, fb = rho(math.exp(a)), rho(math.exp(b))
+        for _ in range(24):  # the bracket shrinks to 1e-5 of its width: α within a few 1e-4 relative
+            if fa <= fb:
+                hi, b, fb = b, a, fa
+                a = hi - golden * (hi - lo)
+                fa = rho(math.exp(a))
+            else:
+                lo, a, fa = a, b, fb
+                b = lo + golden * (hi - lo)
+                fb = rho(math.exp(b))
+        start = mu / L**2
+        candidates = [(fa, math.exp(a)), (fb, math.exp(b)), (rho(start), start)]
+        best_rho, best_alpha = min(candidates)
+        return best_alpha, best_rho
+
+    def metric_weights(self) -> torch.Tensor | None:
+        """Diagonal of the metric in which forward-backward contracts: Λ (Λ⁻¹ for Wᵀ), or None."""
+        if self.metric is None:
+            return None
+        return 1.0 / self.metric if self.transposed else self.metric
 
     def resolvent(self, alpha: float) -> Callable[[torch.Tensor], torch.Tensor]:
         """v ↦ (I + α(I − W))⁻¹ v (or its transpose), from an inverse computed once per α."""

@@ -118,11 +118,15 @@ class IterativeSolver(Solver):
     def current(self, state: Any) -> torch.Tensor:
         """The current estimate of z."""
 
+    def iteration_budget(self, problem: FixedPointProblem) -> int:
+        """Iterations the loop may run on ``problem`` (``max_iter``; solvers may derive it)."""
+        return self.options["max_iter"]
+
     def solve(
         self, problem: FixedPointProblem, z0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, SolverStats]:
         self.check_supported(problem)
-        tol, max_iter, every = self.tol, self.options["max_iter"], self.options["check_every"]
+        tol, max_iter, every = self.tol, self.iteration_budget(problem), self.options["check_every"]
         inj = problem.injection
         device, batch = inj.device, problem.batch_size
         _synchronize(device)

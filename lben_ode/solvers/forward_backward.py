@@ -1,7 +1,9 @@
-"""Forward-backward splitting (DESIGN §2)."""
+"""Forward-backward splitting (DESIGN §2) and its provably safe step."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -11,6 +13,9 @@ from .options import Option, positive_float, positive_int
 from .problem import FixedPointProblem
 from .registry import register
 
+#: Iteration budget when the model proves no contraction factor (e.g. a model without a metric).
+FALLBACK_BUDGET = 2000
+
 
 def forward_backward_map(problem: FixedPointProblem, alpha: float, z: torch.Tensor) -> torch.Tensor:
     """One forward-backward step ``prox_{αf}((1 − α) z + α (W z + b))``, z shaped like the injection."""
@@ -18,19 +23,85 @@ def forward_backward_map(problem: FixedPointProblem, alpha: float, z: torch.Tens
     return problem.activation.prox(a, alpha)
 
 
+@dataclass(frozen=True)
+class SafeStep:
+    """The forward-backward step the model proves convergent, and what the proof gives.
+
+    Attributes:
+        alpha: the step α.
+        rate: ρ < 1 with ``‖e⁺‖ ≤ ρ‖e‖`` per step in the metric ``weights`` (e = z − z*), or None
+            when the model proves no rate.
+        weights: diagonal of that metric, broadcastable to the state (None: the identity).
+        growth: G with relative residual ``≤ G ρᵏ`` after k steps from z = 0: with κ the metric's
+            condition number and L the Lipschitz constant of I − W in it, ``‖W‖ ≤ 1 + L√κ`` and
+            the residual is at most ``(1 + ‖W‖)`` times the error, ``‖eₖ‖ ≤ √κ ρᵏ ‖z*‖`` and
+            ``‖zₖ‖ ≥ ‖z*‖/2`` once ``√κ ρᵏ ≤ ½``, so ``G = 2(2 + L√κ)√κ``.
+    """
+
+    alpha: float
+    rate: float | None
+    weights: torch.Tensor | None
+    growth: float
+
+    def budget(self, tol: float) -> int:
+        """Steps that provably bring the relative residual of a start at zero under ``tol``."""
+        if self.rate is None or not self.rate < 1:
+            return FALLBACK_BUDGET
+        if self.rate <= 0:
+            return 1
+        return max(1, math.ceil(math.log(max(self.growth, 1.0) / tol) / -math.log(self.rate)))
+
+
+def safe_step(problem: FixedPointProblem) -> SafeStep:
+    """The provably convergent step of ``problem``'s operator (see :class:`SafeStep`).
+
+    Operators that implement ``forward_backward_contraction()`` give the step with the best
+    proven rate; others only ``forward_backward_step()`` (then no rate is known).
+    """
+    operator = problem.operator
+    contraction = getattr(operator, "forward_backward_contraction", None)
+    alpha, rate = contraction() if contraction is not None else (operator.forward_backward_step(), None)
+    metric = getattr(operator, "metric_weights", None)
+    weights = metric() if metric is not None else None
+    growth = math.inf
+    monotonicity = getattr(operator, "monotonicity", None)
+    if rate is not None and monotonicity is not None:
+        kappa = 1.0 if weights is None else float(weights.max() / weights.min())
+        _, lipschitz = monotonicity()
+        growth = 2 * (2 + lipschitz * math.sqrt(kappa)) * math.sqrt(kappa)
+    return SafeStep(float(alpha), None if rate is None or not math.isfinite(growth) else float(rate), weights, growth)
+
+
 def resolve_step_size(alpha: float | None, problem: FixedPointProblem) -> float:
-    """The α to use: the given one, or (None) the step the model's monotonicity proves convergent."""
-    return problem.operator.forward_backward_step() if alpha is None else float(alpha)
+    """The α to use: the given one, or (None) the step the model proves convergent."""
+    return safe_step(problem).alpha if alpha is None else float(alpha)
+
+
+def _optional_positive_int(v: object) -> bool:
+    return v is None or positive_int(v)
+
+
+#: The budget option of the solvers that can derive theirs from the model's contraction factor.
+DERIVED_MAX_ITER = Option(
+    None,
+    _optional_positive_int,
+    "an int ≥ 1 or None",
+    "iteration budget of one solve; None derives it from the model's proven contraction factor "
+    f"(enough for a start at zero; {FALLBACK_BUDGET} when the model proves none)",
+)
 
 
 @register
 class ForwardBackward(IterativeSolver):
     """``z⁺ = prox_{αf}((1 − α) z + α (W z + b))``.
 
-    Converges when α < 2μ/L², with μ and L the strong-monotonicity and Lipschitz constants of
-    I − W in the model's Λ-metric. By default α is the step ``μ/L²`` that the model computes from its
-    own parameters (see ``forward_backward_step``); a user-given α is used as is, and if it is too
-    large the residual grows and the solve is reported as not converged.
+    Converges when ``ρ(α) = ‖I − αM‖ < 1`` in the model's Λ-metric (M = Λ^{½}(I − W)Λ^{-½};
+    α < 2μ/L² suffices). By default α is the step with the smallest proven ρ that the model computes
+    from its own parameters (``forward_backward_contraction``; models that give only
+    ``forward_backward_step`` use that), and the budget is derived from ρ (:class:`SafeStep`), so
+    the default never runs out before a well-posed model's solve from zero has converged. A
+    user-given α is used as is; if it is too large the residual grows and the solve is reported as
+    not converged.
     """
 
     name = "fb"
@@ -39,15 +110,22 @@ class ForwardBackward(IterativeSolver):
             None,
             positive_float(allow_none=True),
             "a float > 0 or None",
-            "step size; None takes the step the model's monotonicity margin proves convergent",
+            "step size; None takes the step with the best contraction factor the model proves",
         ),
-        # Safe steps are small, so forward-backward needs a larger budget than the other methods.
-        "max_iter": Option(2000, positive_int, "an int ≥ 1", "iteration budget of one solve"),
+        "max_iter": DERIVED_MAX_ITER,
     }
 
     def step_size(self, problem: FixedPointProblem) -> float:
         """The α used for ``problem``: the user's, or the model's provably safe step."""
         return resolve_step_size(self.options["alpha"], problem)
+
+    def iteration_budget(self, problem: FixedPointProblem) -> int:
+        """``max_iter``, or (None) the budget the model's proven contraction factor gives."""
+        if self.options["max_iter"] is not None:
+            return self.options["max_iter"]
+        if self.options["alpha"] is not None:
+            return FALLBACK_BUDGET
+        return safe_step(problem).budget(self.tol)
 
     def init_state(self, problem: FixedPointProblem, z0: torch.Tensor) -> tuple[torch.Tensor, float]:
         return z0, self.step_size(problem)

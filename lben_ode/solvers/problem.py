@@ -29,6 +29,12 @@ class EquilibriumOperator(Protocol):
     def forward_backward_step(self) -> float:
         """A forward-backward step α that the model's monotonicity proves convergent."""
 
+    # Optional (solvers fall back when an operator lacks them):
+    #   forward_backward_contraction() -> (α, ρ | None): the step with the best proven contraction
+    #       factor ρ per step in the metric below (None: no proven rate);
+    #   monotonicity() -> (μ, L) of I − W in that metric;
+    #   metric_weights() -> tensor broadcastable to the state, the metric's diagonal (None: identity).
+
     def resolvent(self, alpha: float) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """v ↦ (I + α(I − W))⁻¹ v, or None when the model has no efficient inverse."""
 

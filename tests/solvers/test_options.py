@@ -27,12 +27,12 @@ def test_solver_specific_options_and_overrides():
     fb, pr = solver_class("fb").all_options(), solver_class("pr").all_options()
     assert set(fb) == set(COMMON_OPTIONS) | {"alpha"} == set(pr)
     assert fb["alpha"].default is None and pr["alpha"].default == 1.0
-    # Forward-backward's safe steps are small, so its budget is larger.
-    assert fb["max_iter"].default == 2000 and pr["max_iter"].default == 300
+    # Forward-backward derives its budget from the model's proven contraction factor.
+    assert fb["max_iter"].default is None and pr["max_iter"].default == 300
     solver = get_solver("fb", tol=1e-7)
     assert solver.options == {
         "tol": 1e-7,
-        "max_iter": 2000,
+        "max_iter": None,
         "check_every": 5,
         "on_nonconvergence": "warn",
         "alpha": None,
