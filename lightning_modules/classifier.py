@@ -19,7 +19,8 @@ from torchmetrics import Metric
 from lben_ode.errors import ConfigurationError, ShapeError, unknown_name
 from lben_ode.models.base import EquilibriumModel
 from lben_ode.normalization import Normalization
-from lben_ode.robustness import attack_accuracy, empirical_lipschitz
+from lben_ode.robustness import attack_accuracy, empirical_lipschitz, evaluate_attack
+from lben_ode.robustness.evaluation import solve_converged
 from lben_ode.solvers import available
 
 from .metrics import AttackMetrics, CertificationMetrics, ClassificationMetrics, SolverMetrics
@@ -56,9 +57,10 @@ def _check_eps(eps: Any, what: str = "certify_eps") -> tuple[float, ...]:
     return tuple(float(e) for e in eps)
 
 
-# Options of the robustness functions that a configuration may set (not the random generator or
-# the progress bar, which the module controls).
-_NOT_CONFIGURABLE = ("generator", "progress")
+# Options of the robustness functions that a configuration may set (not the random generator, the
+# progress bar or the handling of unconverged solves, which the module controls: it evaluates them
+# and logs the converged fraction beside the numbers).
+_NOT_CONFIGURABLE = ("generator", "progress", "allow_unconverged")
 
 
 def _check_options(what: str, function: Any, options: Any) -> dict[str, Any]:
@@ -105,7 +107,9 @@ class LBENClassifier(LightningModule):
     - For models with a Lipschitz bound: ``{stage}/lipschitz/gamma`` (model input units) and
       ``{stage}/lipschitz/gamma_raw`` (raw units, e.g. pixels: γ / min normalisation std); for
       ``val`` and ``test``, ``{stage}/certified/acc_raw_eps{ε}`` at each ε of ``certify_eps`` and
-      ``{stage}/certified/radius_raw_mean`` (ℓ2, raw units). Models without a bound skip these.
+      ``{stage}/certified/radius_raw_mean`` (ℓ2, raw units), with
+      ``{stage}/certified/converged_fraction``: a sample whose forward solve did not converge is
+      never certified (and counts 0 in the mean radius). Models without a bound skip these.
 
     The normalisation that converts to raw units is the ``normalization`` argument, or else the
     data module's ``normalization`` attribute; without either, raw-unit metrics are skipped with a
@@ -124,14 +128,16 @@ class LBENClassifier(LightningModule):
         attack_eps: at test time only (expensive), ℓ2 PGD attack accuracy at these radii (raw
             units) with :func:`lben_ode.robustness.attack_accuracy`, logged as
             ``test/attack/acc_raw_eps{ε}``: an upper bound on robust accuracy, where certified
-            accuracy is a lower one. None (default) skips the attack.
+            accuracy is a lower one; samples with an unconverged solve are not robust, and
+            ``test/attack/converged_fraction`` says how many converged. None (default) skips the attack.
         attack_options: keyword options of ``attack_accuracy`` (``steps``, ``restarts``,
             ``step_size``, ``loss``, ``targets``, ``batch_size``).
         lipschitz_search: at test time, search for an empirical lower bound of the Lipschitz
             constant with :func:`lben_ode.robustness.empirical_lipschitz` from the first
             ``lipschitz_samples`` test inputs of each process; logs
             ``test/lipschitz/empirical_lower_bound`` (model units, the maximum over processes) and,
-            with a bound γ, ``test/lipschitz/empirical_over_gamma`` (≤ 1 up to the solver tolerance).
+            with a bound γ, ``test/lipschitz/empirical_over_gamma`` (≤ 1 up to the solver tolerance),
+            from converged solves only, and ``test/lipschitz/converged_fraction``.
         lipschitz_options: keyword options of ``empirical_lipschitz`` (``restarts``, ``steps``, ``lr``,
             ``init_distance``, ``min_distance``, ``start_noise``, ``random_starts``).
         lipschitz_samples: test inputs (per process) that start the Lipschitz search.
@@ -329,7 +335,10 @@ class LBENClassifier(LightningModule):
         attack = stage == "test" and bool(self.attack_eps)
         normalization = self._raw_units() if self._gamma is not None or attack else None
         if self._gamma is not None and normalization is not None:
-            certified = self.metrics[f"{stage}_certified"].update(logits, y, self._gamma, normalization.raw_scale)
+            converged = solve_converged(self.model, x.shape[0], "forward", logits.device)
+            certified = self.metrics[f"{stage}_certified"].update(
+                logits, y, self._gamma, normalization.raw_scale, converged
+            )
             self._log_metrics(f"{stage}/certified", certified)
         if attack and normalization is not None:
             self._attack(x, y, normalization)
@@ -353,10 +362,13 @@ class LBENClassifier(LightningModule):
         # made outside inference mode are ordinary tensors autograd can use.
         with torch.inference_mode(False), torch.enable_grad():
             x_raw = normalization.to_raw(x.clone())
-            accuracy = attack_accuracy(
-                self.model, x_raw, y.clone(), self.attack_eps, normalization, **self.attack_options
+            result = evaluate_attack(
+                self.model, x_raw, y.clone(), self.attack_eps, normalization, allow_unconverged=True,
+                **self.attack_options,
             )
-        self._log_metrics("test/attack", self.metrics["test_attack"].update(accuracy, y.shape[0]))
+        self._log_metrics(
+            "test/attack", self.metrics["test_attack"].update(result.accuracy, y.shape[0], result.converged_fraction)
+        )
 
     def on_validation_epoch_start(self) -> None:
         """Read the current Lipschitz bound once per evaluation."""
@@ -388,9 +400,10 @@ class LBENClassifier(LightningModule):
         if self.lipschitz_search and self._lipschitz_inputs:
             with torch.inference_mode(False), torch.enable_grad():
                 x = torch.cat(self._lipschitz_inputs).clone()
-                estimate = empirical_lipschitz(self.model, x, **self.lipschitz_options)
+                estimate = empirical_lipschitz(self.model, x, allow_unconverged=True, **self.lipschitz_options)
             self._lipschitz_inputs = []
             self.log("test/lipschitz/empirical_lower_bound", estimate.value, sync_dist=True, reduce_fx="max")
+            self.log("test/lipschitz/converged_fraction", estimate.converged_fraction, sync_dist=True, reduce_fx="min")
             gamma = self.model.lipschitz_bound()
             if gamma is not None:
                 self.log(

@@ -292,3 +292,32 @@ def test_lipschitz_search_stays_below_gamma(tmp_path, digits, trained):
 def test_bad_robustness_options(kwargs, match):
     with pytest.raises(ConfigurationError, match=match):
         LBENClassifier(tiny_lben(), **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore::lben_ode.ConvergenceWarning")
+def test_unconverged_solves_are_never_certified_nor_robust(tmp_path, digits, trained):
+    model = copy.deepcopy(trained.model)
+    model.set_solver("pr", max_iter=1, check_every=1)  # one iteration: the equilibria are not found
+    x, y = digits.dataset("test").inputs[:32], digits.dataset("test").labels[:32]
+    with torch.no_grad():
+        logits = model(x)
+    converged = model.solver_stats["forward"].converged
+    correct = logits.argmax(1) == y
+    assert correct.double().mean() > 0.2 and converged.double().mean() < 0.5  # the check is not vacuous
+    # What the margin alone would claim at ε = 0: every correct sample.
+    assert bool(lben_ode.robustness.certified_correct(logits, y, 2.0, [0.0])[correct].all())
+    module = LBENClassifier(
+        model, certify_eps=[0.0], normalization=digits.normalization, attack_eps=[0.0],
+        lipschitz_search=True, lipschitz_samples=8, lipschitz_options={"steps": 2, "restarts": 1},
+    )
+    loader = DataLoader(TensorBatches(x, y), batch_size=32, collate_fn=pass_batch)
+    (result,) = quick_trainer(tmp_path).test(module, loader, verbose=False)
+    honest = (correct & converged).double().mean().item()
+    assert result["test/acc"] == pytest.approx(correct.double().mean().item(), abs=1e-6)
+    assert result["test/certified/acc_raw_eps0"] == pytest.approx(honest, abs=1e-6)
+    assert result["test/attack/acc_raw_eps0"] == pytest.approx(honest, abs=1e-6)
+    fraction = converged.double().mean().item()
+    assert result["test/certified/converged_fraction"] == pytest.approx(fraction, abs=1e-6)
+    assert result["test/forward/converged_fraction"] == pytest.approx(fraction, abs=1e-6)
+    assert result["test/attack/converged_fraction"] == pytest.approx(fraction, abs=1e-6)
+    assert result["test/lipschitz/converged_fraction"] < 1.0
