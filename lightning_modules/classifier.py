@@ -30,6 +30,9 @@ DEFAULT_CERTIFY_EPS: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
 
 STAGES = ("train", "val", "test")
 
+# Trainer precisions that cast the weights to a half-precision dtype.
+_HALF_PRECISION = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
+
 
 def _check_lr(lr: Any) -> float:
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
@@ -235,7 +238,20 @@ class LBENClassifier(LightningModule):
         return getattr(datamodule, "normalization", None)
 
     def setup(self, stage: str) -> None:
-        """Check that the model fits the data module (input shape, number of classes)."""
+        """Check the trainer's precision and that the model fits the data module (input shape, classes).
+
+        Mixed precision (``16-mixed``, ``bf16-mixed``) works: the equilibrium network runs in
+        float32 with autocast disabled (see :meth:`EquilibriumModel.forward`); on a CPU Lightning
+        turns ``16-mixed`` into ``bf16-mixed``. Half-precision weights (``16-true``, ``bf16-true``)
+        are refused: equilibrium solves and their factorisations need float32 or float64.
+        """
+        precision = str(getattr(self.trainer, "precision", ""))
+        if precision in _HALF_PRECISION:
+            raise ConfigurationError(
+                f"precision {precision!r} stores the weights in half precision, but equilibrium solves and their "
+                "factorisations need float32 or float64: use '16-mixed' or 'bf16-mixed' (the solve runs in "
+                "float32), '32-true' or '64-true'"
+            )
         datamodule = getattr(self.trainer, "datamodule", None)
         data_shape = getattr(datamodule, "input_shape", None)
         model_shape = getattr(self.model, "input_shape", None)

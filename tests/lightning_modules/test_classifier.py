@@ -321,3 +321,28 @@ def test_unconverged_solves_are_never_certified_nor_robust(tmp_path, digits, tra
     assert result["test/forward/converged_fraction"] == pytest.approx(fraction, abs=1e-6)
     assert result["test/attack/converged_fraction"] == pytest.approx(fraction, abs=1e-6)
     assert result["test/lipschitz/converged_fraction"] < 1.0
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_fit_solves_in_float32(tmp_path, digits, precision):
+    # On a CPU Lightning runs 16-mixed as bf16-mixed (with a warning); both autocast the step.
+    torch.manual_seed(0)
+    module = LBENClassifier(tiny_lben(), solver="pr", solver_options={"tol": 1e-5}, lr=1e-2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*AMP with fp16 is not supported on CPU.*")
+        trainer = quick_trainer(tmp_path, precision=precision, max_epochs=1, limit_train_batches=4,
+                                limit_val_batches=1)
+    trainer.fit(module, digits)
+    assert trainer.precision == "bf16-mixed"
+    metrics = trainer.callback_metrics
+    assert math.isfinite(float(metrics["train/loss"])) and float(metrics["val/forward/converged_fraction"]) == 1.0
+    assert float(metrics["train/backward/converged_fraction"]) == 1.0
+    assert all(p.dtype == torch.float32 for p in module.parameters())
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
+def test_half_precision_weights_are_refused_with_one_clear_error(tmp_path, digits, precision):
+    module = LBENClassifier(tiny_lben())
+    trainer = quick_trainer(tmp_path, precision=precision, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
+    with pytest.raises(ConfigurationError, match=rf"precision '{precision}'.*'16-mixed' or 'bf16-mixed'"):
+        trainer.fit(module, digits)
