@@ -22,6 +22,7 @@ from lben_ode.normalization import Normalization
 from lben_ode.robustness import attack_accuracy, empirical_lipschitz, evaluate_attack
 from lben_ode.robustness.evaluation import solve_converged
 from lben_ode.solvers import available
+from lben_ode.validation import check_labels
 
 from .metrics import AttackMetrics, CertificationMetrics, ClassificationMetrics, SolverMetrics
 
@@ -324,6 +325,7 @@ class LBENClassifier(LightningModule):
         """Cross-entropy of one batch, with implicit gradients through the equilibrium."""
         x, y = batch
         logits = self.model(x)
+        check_labels(y, x.shape[0], logits.shape[1])
         per_sample = F.cross_entropy(logits, y, reduction="none")
         loss = per_sample.mean()
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=y.shape[0])
@@ -343,6 +345,7 @@ class LBENClassifier(LightningModule):
     def _evaluation_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
         logits = self.model(x)
+        check_labels(y, x.shape[0], logits.shape[1])
         per_sample = F.cross_entropy(logits, y, reduction="none")
         self._log_metrics(
             stage, self.metrics[f"{stage}_classification"].update(per_sample, logits, y), prog_bar=("acc",)

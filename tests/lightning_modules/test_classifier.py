@@ -346,3 +346,13 @@ def test_half_precision_weights_are_refused_with_one_clear_error(tmp_path, digit
     trainer = quick_trainer(tmp_path, precision=precision, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
     with pytest.raises(ConfigurationError, match=rf"precision '{precision}'.*'16-mixed' or 'bf16-mixed'"):
         trainer.fit(module, digits)
+
+
+def test_labels_outside_the_class_range_are_refused(tmp_path):
+    module = LBENClassifier(tiny_lben())
+    x = torch.randn(8, 64)
+    y = torch.tensor([0, 1, 2, 3, 4, 5, 6, 12])
+    with pytest.raises(ShapeError, match=r"class indices in \[0, 9\], got \[12\]"):
+        module.training_step((x, y), 0)
+    with pytest.raises(ShapeError, match=r"class indices in \[0, 9\], got \[-1\]"):
+        module.validation_step((x, torch.tensor([0, 1, 2, 3, 4, 5, 6, -1])), 0)
