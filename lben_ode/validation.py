@@ -88,11 +88,12 @@ def check_betas(betas: Any) -> tuple[float, float]:
     return float(betas[0]), float(betas[1])
 
 
-def check_eps(eps: Sequence[float] | float, name: str = "eps") -> tuple[float, ...]:
+def check_eps(eps: Sequence[float] | float, name: str = "eps", allow_empty: bool = False) -> tuple[float, ...]:
     """ℓ2 radii ε as a tuple of finite floats ≥ 0 (a single number is one radius).
 
     Raises:
-        ConfigurationError: for an empty sequence, a non-number, NaN, infinity or a radius < 0.
+        ConfigurationError: for an empty sequence (unless ``allow_empty``), a non-number, NaN,
+            infinity or a radius < 0.
     """
     if _is_number(eps):
         values: tuple[Any, ...] = (eps,)
@@ -100,7 +101,7 @@ def check_eps(eps: Sequence[float] | float, name: str = "eps") -> tuple[float, .
         raise ConfigurationError(f"{name} must be a radius or a list of radii ≥ 0, got {eps!r}")
     else:
         values = tuple(eps.tolist() if isinstance(eps, torch.Tensor) else eps)
-    if not values:
+    if not values and not allow_empty:
         raise ConfigurationError(f"{name} must hold at least one radius")
     for e in values:
         if not _is_number(e) or not (math.isfinite(e) and e >= 0):

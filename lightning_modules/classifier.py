@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,7 +21,7 @@ from lben_ode.normalization import Normalization
 from lben_ode.robustness import attack_accuracy, empirical_lipschitz, evaluate_attack
 from lben_ode.robustness.evaluation import solve_converged
 from lben_ode.solvers import available
-from lben_ode.validation import check_labels
+from lben_ode.validation import check_betas, check_count, check_eps, check_labels, check_positive
 
 from .metrics import AttackMetrics, CertificationMetrics, ClassificationMetrics, SolverMetrics
 
@@ -33,32 +32,6 @@ STAGES = ("train", "val", "test")
 
 # Trainer precisions that cast the weights to a half-precision dtype.
 _HALF_PRECISION = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
-
-
-def _check_lr(lr: Any) -> float:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-        raise ConfigurationError(f"lr must be a finite float > 0, got {lr!r}")
-    return float(lr)
-
-
-def _check_betas(betas: Any) -> tuple[float, float]:
-    if (
-        isinstance(betas, (str, bytes))
-        or not isinstance(betas, Sequence)
-        or len(betas) != 2
-        or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
-    ):
-        raise ConfigurationError(f"betas must be two numbers in [0, 1) (Adam's β1, β2), got {betas!r}")
-    return float(betas[0]), float(betas[1])
-
-
-def _check_eps(eps: Any, what: str = "certify_eps") -> tuple[float, ...]:
-    if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence):
-        raise ConfigurationError(f"{what} must be a list of radii ≥ 0, got {eps!r}")
-    for e in eps:
-        if isinstance(e, bool) or not isinstance(e, (int, float)) or not (math.isfinite(e) and e >= 0):
-            raise ConfigurationError(f"{what} must hold finite radii ≥ 0 (raw units), got {e!r}")
-    return tuple(float(e) for e in eps)
 
 
 # Options of the robustness functions that a configuration may set (not the random generator, the
@@ -174,19 +147,17 @@ class LBENClassifier(LightningModule):
             )
         self._save_plain_hyperparameters()
         self.model = model
-        self.lr = _check_lr(lr)
-        self.betas = _check_betas(betas)
-        self.certify_eps = _check_eps(certify_eps)
+        self.lr = check_positive("lr", lr)
+        self.betas = check_betas(betas)
+        self.certify_eps = check_eps(certify_eps, "certify_eps", allow_empty=True)
         self._normalization = _as_normalization(normalization)
-        self.attack_eps = None if attack_eps is None else _check_eps(attack_eps, "attack_eps")
+        self.attack_eps = None if attack_eps is None else check_eps(attack_eps, "attack_eps", allow_empty=True)
         self.attack_options = _check_options("attack_options", attack_accuracy, attack_options)
         if not isinstance(lipschitz_search, bool):
             raise ConfigurationError(f"lipschitz_search must be a bool, got {lipschitz_search!r}")
         self.lipschitz_search = lipschitz_search
         self.lipschitz_options = _check_options("lipschitz_options", empirical_lipschitz, lipschitz_options)
-        if isinstance(lipschitz_samples, bool) or not isinstance(lipschitz_samples, int) or lipschitz_samples < 2:
-            raise ConfigurationError(f"lipschitz_samples must be an int ≥ 2, got {lipschitz_samples!r}")
-        self.lipschitz_samples = lipschitz_samples
+        self.lipschitz_samples = check_count("lipschitz_samples", lipschitz_samples, minimum=2)
         self._lipschitz_inputs: list[torch.Tensor] = []
         if solver_options is not None and not isinstance(solver_options, Mapping):
             raise ConfigurationError(f"solver_options must be a dict of solver options, got {solver_options!r}")

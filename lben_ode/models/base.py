@@ -19,6 +19,7 @@ from ..solvers.base import Solver
 from ..solvers.problem import EquilibriumOperator, FixedPointProblem
 from ..solvers.registry import get_solver
 from ..solvers.stats import SolverStats
+from ..validation import check_gamma
 
 
 class ExplicitWeights(NamedTuple):
@@ -269,13 +270,6 @@ def _autocast_disabled(x: Any) -> Iterator[bool]:
         yield True
 
 
-def check_positive_int(name: str, value: Any) -> int:
-    """Validate a size argument."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def register_gamma(module: nn.Module, gamma: Any, learn_gamma: bool) -> None:
     """Validate γ and store it on ``module`` as ``log_gamma``.
 
@@ -290,17 +284,8 @@ def register_gamma(module: nn.Module, gamma: Any, learn_gamma: bool) -> None:
             raise ConfigurationError("learn_gamma=True needs a starting gamma > 0, got gamma=None")
         module.log_gamma = None
         return
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (math.isfinite(gamma) and gamma > 0):
-        raise ConfigurationError(f"gamma must be a finite float > 0 (or None for unconstrained), got {gamma!r}")
-    log_gamma = torch.tensor(math.log(gamma))
+    log_gamma = torch.tensor(math.log(check_gamma(gamma)))
     if learn_gamma:
         module.log_gamma = nn.Parameter(log_gamma)
     else:
         module.register_buffer("log_gamma", log_gamma)
-
-
-def check_margin(value: Any) -> float:
-    """Validate the monotonicity margin m > 0."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or value != value:
-        raise ConfigurationError(f"margin must be a float > 0 (it keeps the conditions strict), got {value!r}")
-    return float(value)
