@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lben_ode.errors import ConfigurationError
 from lben_ode.normalization import Normalization
+from lben_ode.validation import check_count
 
 from .errors import DatasetError
 
@@ -50,13 +51,6 @@ class TensorBatches(Dataset):
 def pass_batch(batch: Any) -> Any:
     """``collate_fn`` for :class:`TensorBatches`: the batch arrives already stacked."""
     return batch
-
-
-def check_split_size(name: str, value: Any, minimum: int = 0) -> int:
-    """Validate a split size (an int ≥ ``minimum``)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigurationError(f"{name} must be an int ≥ {minimum}, got {value!r}")
-    return value
 
 
 def random_split_indices(n: int, sizes: tuple[int, ...], seed: int) -> list[torch.Tensor]:
@@ -117,7 +111,7 @@ class ImageDataModule(LightningDataModule):
 
     def __init__(self, batch_size: int, flatten: bool) -> None:
         super().__init__()
-        check_split_size("batch_size", batch_size, minimum=1)
+        check_count("batch_size", batch_size, minimum=1)
         if not isinstance(flatten, bool):
             raise ConfigurationError(f"flatten must be a bool, got {flatten!r}")
         self.batch_size = batch_size

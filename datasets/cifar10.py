@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from lben_ode.normalization import Normalization
+from lben_ode.validation import check_count
 
-from .base import ImageDataModule, check_split_size, split_off_validation
+from .base import ImageDataModule, split_off_validation
 from .errors import DatasetError
 
 #: Per-channel mean and standard deviation of the CIFAR-10 training pixels in [0, 1].
@@ -66,7 +67,7 @@ class CIFAR10DataModule(ImageDataModule):
         self.save_hyperparameters()
         self.hparams["data_dir"] = str(data_dir)
         self.data_dir = Path(data_dir)
-        self.val_size = check_split_size("val_size", val_size)
+        self.val_size = check_count("val_size", val_size, minimum=0)
         self.download = download
         self.seed = seed
 

@@ -7,8 +7,9 @@ from sklearn.datasets import load_digits
 
 from lben_ode.errors import ConfigurationError
 from lben_ode.normalization import Normalization
+from lben_ode.validation import check_count
 
-from .base import ImageDataModule, check_split_size, random_split_indices
+from .base import ImageDataModule, random_split_indices
 
 #: Grey levels of the scikit-learn digits run from 0 to 16.
 DIGITS_MAX_LEVEL = 16.0
@@ -50,8 +51,8 @@ class DigitsDataModule(ImageDataModule):
     ) -> None:
         super().__init__(batch_size, flatten)
         self.save_hyperparameters()
-        self.val_size = check_split_size("val_size", val_size, minimum=1)
-        self.test_size = check_split_size("test_size", test_size, minimum=1)
+        self.val_size = check_count("val_size", val_size, minimum=1)
+        self.test_size = check_count("test_size", test_size, minimum=1)
         self.seed = seed
         self._images, self._labels = digit_images()
         total = self._labels.shape[0]

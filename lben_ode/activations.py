@@ -172,6 +172,11 @@ _ACTIVATIONS: dict[str, type[Activation]] = {
 }
 
 
+# Classes whose slope restriction is proven by their definition (LinearSlopes checks nothing, but
+# it is built internally from σ' values for the adjoint solve, never by users).
+_TRUSTED: frozenset[type[Activation]] = frozenset((*_ACTIVATIONS.values(), LinearSlopes))
+
+
 def available() -> list[str]:
     """Names accepted by :func:`get_activation`."""
     return sorted(_ACTIVATIONS)
@@ -180,13 +185,20 @@ def available() -> list[str]:
 def get_activation(activation: str | Activation, **kwargs: float) -> Activation:
     """Return the activation for a name (``"relu"``, ``"leaky_relu"``, …) or pass one through.
 
+    An :class:`Activation` instance of a class other than the built-in ones is probed on a grid
+    (:func:`check_slope_restricted`): the Lipschitz bound γ and well-posedness rely on σ being
+    monotone with slope at most 1, which its class cannot prove by declaration alone.
+
     Raises:
         ActivationError: for an unknown name, a torch module that is not one of the supported
-            monotone slope-restricted activations, or a leaky slope outside [0, 1].
+            monotone slope-restricted activations, a leaky slope outside [0, 1], or a custom
+            activation that the probe finds decreasing, steeper than 1 or not finite.
     """
     if isinstance(activation, Activation):
         if kwargs:
             raise ActivationError(f"options {sorted(kwargs)} cannot be applied to an Activation instance")
+        if type(activation) not in _TRUSTED:
+            check_slope_restricted(activation)
         return activation
     if isinstance(activation, torch.nn.Module):
         return _from_module(activation)
@@ -205,6 +217,63 @@ def get_activation(activation: str | Activation, **kwargs: float) -> Activation:
         return cls(**kwargs)
     except TypeError as exc:
         raise ActivationError(f"bad options {sorted(kwargs)} for activation {activation!r}: {exc}") from exc
+
+
+#: The probe grid: dense near 0, where activations bend, and reaching far into both tails.
+_PROBE_GRID = torch.cat([torch.arange(-2400, 2401, dtype=torch.float64) / 200,
+                         torch.tensor([-1e4, -1e3, -100.0, -50.0, -25.0, 25.0, 50.0, 100.0, 1e3, 1e4],
+                                      dtype=torch.float64)]).unique()
+
+# Slack for rounding in the probed differences (activations computed in float32 round at ~1e-7).
+_PROBE_SLACK = 1e-4
+
+
+def check_slope_restricted(activation: Activation) -> None:
+    """Probe σ and σ' on a grid and refuse an activation that is not monotone with slope in [0, 1].
+
+    Checks, on points from −10⁴ to 10⁴ (dense on [−12, 12]) in float64: σ and σ' are finite;
+    every difference quotient ``(σ(b) − σ(a)) / (b − a)`` of neighbouring points lies in
+    ``[0, 1]``; and σ' lies in ``[0, 1]``, each up to a slack of 1e-4 for rounding. A grid cannot
+    prove the property between its points, but it catches the usual mistakes (sin, 5·tanh,
+    identity-plus-something).
+
+    Raises:
+        ActivationError: naming the activation, what failed, and where.
+    """
+    name = type(activation).__name__
+    v = _PROBE_GRID
+    try:
+        with torch.no_grad():
+            y = torch.as_tensor(activation(v.clone()), dtype=torch.float64)
+            d = torch.as_tensor(activation.derivative(v.clone()), dtype=torch.float64)
+    except Exception as exc:  # a custom σ may fail on float64 CPU tensors in any way
+        raise ActivationError(f"cannot probe activation {name} on float64 CPU tensors: {exc}") from exc
+    if y.shape != v.shape or d.shape != v.shape:
+        raise ActivationError(f"activation {name} must act elementwise: {tuple(v.shape)} inputs gave "
+                              f"σ {tuple(y.shape)} and σ' {tuple(d.shape)}")
+    if not bool(torch.isfinite(y).all() and torch.isfinite(d).all()):
+        bad = v[~(torch.isfinite(y) & torch.isfinite(d))][0]
+        raise ActivationError(f"activation {name} is not finite at v = {float(bad):g}")
+    slope = (y[1:] - y[:-1]) / (v[1:] - v[:-1])
+    rule = "an LBEN needs a monotone activation with slope in [0, 1], which its Lipschitz bound relies on"
+    worst = int(slope.argmin())
+    if slope[worst] < -_PROBE_SLACK:
+        raise ActivationError(
+            f"activation {name} is not monotone: it decreases between v = {float(v[worst]):.4g} and "
+            f"{float(v[worst + 1]):.4g} (slope {float(slope[worst]):.3g}); {rule}"
+        )
+    worst = int(slope.argmax())
+    if slope[worst] > 1 + _PROBE_SLACK:
+        raise ActivationError(
+            f"activation {name} is steeper than 1: slope {float(slope[worst]):.4g} between v = "
+            f"{float(v[worst]):.4g} and {float(v[worst + 1]):.4g}; {rule}"
+        )
+    excess = torch.maximum(-d, d - 1)  # > 0 where σ' leaves [0, 1]
+    at = int(excess.argmax())
+    if excess[at] > _PROBE_SLACK:
+        raise ActivationError(
+            f"activation {name}'s derivative is {float(d[at]):.4g} at v = {float(v[at]):.4g}, outside [0, 1]; {rule}"
+        )
 
 
 def _from_module(module: torch.nn.Module) -> Activation:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,8 +18,10 @@ from torchmetrics import Metric
 from lben_ode.errors import ConfigurationError, ShapeError, unknown_name
 from lben_ode.models.base import EquilibriumModel
 from lben_ode.normalization import Normalization
-from lben_ode.robustness import attack_accuracy, empirical_lipschitz
+from lben_ode.robustness import attack_accuracy, empirical_lipschitz, evaluate_attack
+from lben_ode.robustness.evaluation import solve_converged
 from lben_ode.solvers import available
+from lben_ode.validation import check_betas, check_count, check_eps, check_labels, check_positive
 
 from .metrics import AttackMetrics, CertificationMetrics, ClassificationMetrics, SolverMetrics
 
@@ -29,36 +30,14 @@ DEFAULT_CERTIFY_EPS: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
 
 STAGES = ("train", "val", "test")
 
-
-def _check_lr(lr: Any) -> float:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-        raise ConfigurationError(f"lr must be a finite float > 0, got {lr!r}")
-    return float(lr)
+# Trainer precisions that cast the weights to a half-precision dtype.
+_HALF_PRECISION = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
 
 
-def _check_betas(betas: Any) -> tuple[float, float]:
-    if (
-        isinstance(betas, (str, bytes))
-        or not isinstance(betas, Sequence)
-        or len(betas) != 2
-        or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
-    ):
-        raise ConfigurationError(f"betas must be two numbers in [0, 1) (Adam's β1, β2), got {betas!r}")
-    return float(betas[0]), float(betas[1])
-
-
-def _check_eps(eps: Any, what: str = "certify_eps") -> tuple[float, ...]:
-    if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence):
-        raise ConfigurationError(f"{what} must be a list of radii ≥ 0, got {eps!r}")
-    for e in eps:
-        if isinstance(e, bool) or not isinstance(e, (int, float)) or not (math.isfinite(e) and e >= 0):
-            raise ConfigurationError(f"{what} must hold finite radii ≥ 0 (raw units), got {e!r}")
-    return tuple(float(e) for e in eps)
-
-
-# Options of the robustness functions that a configuration may set (not the random generator or
-# the progress bar, which the module controls).
-_NOT_CONFIGURABLE = ("generator", "progress")
+# Options of the robustness functions that a configuration may set (not the random generator, the
+# progress bar or the handling of unconverged solves, which the module controls: it evaluates them
+# and logs the converged fraction beside the numbers).
+_NOT_CONFIGURABLE = ("generator", "progress", "allow_unconverged")
 
 
 def _check_options(what: str, function: Any, options: Any) -> dict[str, Any]:
@@ -105,7 +84,9 @@ class LBENClassifier(LightningModule):
     - For models with a Lipschitz bound: ``{stage}/lipschitz/gamma`` (model input units) and
       ``{stage}/lipschitz/gamma_raw`` (raw units, e.g. pixels: γ / min normalisation std); for
       ``val`` and ``test``, ``{stage}/certified/acc_raw_eps{ε}`` at each ε of ``certify_eps`` and
-      ``{stage}/certified/radius_raw_mean`` (ℓ2, raw units). Models without a bound skip these.
+      ``{stage}/certified/radius_raw_mean`` (ℓ2, raw units), with
+      ``{stage}/certified/converged_fraction``: a sample whose forward solve did not converge is
+      never certified (and counts 0 in the mean radius). Models without a bound skip these.
 
     The normalisation that converts to raw units is the ``normalization`` argument, or else the
     data module's ``normalization`` attribute; without either, raw-unit metrics are skipped with a
@@ -124,14 +105,16 @@ class LBENClassifier(LightningModule):
         attack_eps: at test time only (expensive), ℓ2 PGD attack accuracy at these radii (raw
             units) with :func:`lben_ode.robustness.attack_accuracy`, logged as
             ``test/attack/acc_raw_eps{ε}``: an upper bound on robust accuracy, where certified
-            accuracy is a lower one. None (default) skips the attack.
+            accuracy is a lower one; samples with an unconverged solve are not robust, and
+            ``test/attack/converged_fraction`` says how many converged. None (default) skips the attack.
         attack_options: keyword options of ``attack_accuracy`` (``steps``, ``restarts``,
             ``step_size``, ``loss``, ``targets``, ``batch_size``).
         lipschitz_search: at test time, search for an empirical lower bound of the Lipschitz
             constant with :func:`lben_ode.robustness.empirical_lipschitz` from the first
             ``lipschitz_samples`` test inputs of each process; logs
             ``test/lipschitz/empirical_lower_bound`` (model units, the maximum over processes) and,
-            with a bound γ, ``test/lipschitz/empirical_over_gamma`` (≤ 1 up to the solver tolerance).
+            with a bound γ, ``test/lipschitz/empirical_over_gamma`` (≤ 1 up to the solver tolerance),
+            from converged solves only, and ``test/lipschitz/converged_fraction``.
         lipschitz_options: keyword options of ``empirical_lipschitz`` (``restarts``, ``steps``, ``lr``,
             ``init_distance``, ``min_distance``, ``start_noise``, ``random_starts``).
         lipschitz_samples: test inputs (per process) that start the Lipschitz search.
@@ -164,19 +147,17 @@ class LBENClassifier(LightningModule):
             )
         self._save_plain_hyperparameters()
         self.model = model
-        self.lr = _check_lr(lr)
-        self.betas = _check_betas(betas)
-        self.certify_eps = _check_eps(certify_eps)
+        self.lr = check_positive("lr", lr)
+        self.betas = check_betas(betas)
+        self.certify_eps = check_eps(certify_eps, "certify_eps", allow_empty=True)
         self._normalization = _as_normalization(normalization)
-        self.attack_eps = None if attack_eps is None else _check_eps(attack_eps, "attack_eps")
+        self.attack_eps = None if attack_eps is None else check_eps(attack_eps, "attack_eps", allow_empty=True)
         self.attack_options = _check_options("attack_options", attack_accuracy, attack_options)
         if not isinstance(lipschitz_search, bool):
             raise ConfigurationError(f"lipschitz_search must be a bool, got {lipschitz_search!r}")
         self.lipschitz_search = lipschitz_search
         self.lipschitz_options = _check_options("lipschitz_options", empirical_lipschitz, lipschitz_options)
-        if isinstance(lipschitz_samples, bool) or not isinstance(lipschitz_samples, int) or lipschitz_samples < 2:
-            raise ConfigurationError(f"lipschitz_samples must be an int ≥ 2, got {lipschitz_samples!r}")
-        self.lipschitz_samples = lipschitz_samples
+        self.lipschitz_samples = check_count("lipschitz_samples", lipschitz_samples, minimum=2)
         self._lipschitz_inputs: list[torch.Tensor] = []
         if solver_options is not None and not isinstance(solver_options, Mapping):
             raise ConfigurationError(f"solver_options must be a dict of solver options, got {solver_options!r}")
@@ -229,7 +210,20 @@ class LBENClassifier(LightningModule):
         return getattr(datamodule, "normalization", None)
 
     def setup(self, stage: str) -> None:
-        """Check that the model fits the data module (input shape, number of classes)."""
+        """Check the trainer's precision and that the model fits the data module (input shape, classes).
+
+        Mixed precision (``16-mixed``, ``bf16-mixed``) works: the equilibrium network runs in
+        float32 with autocast disabled (see :meth:`EquilibriumModel.forward`); on a CPU Lightning
+        turns ``16-mixed`` into ``bf16-mixed``. Half-precision weights (``16-true``, ``bf16-true``)
+        are refused: equilibrium solves and their factorisations need float32 or float64.
+        """
+        precision = str(getattr(self.trainer, "precision", ""))
+        if precision in _HALF_PRECISION:
+            raise ConfigurationError(
+                f"precision {precision!r} stores the weights in half precision, but equilibrium solves and their "
+                "factorisations need float32 or float64: use '16-mixed' or 'bf16-mixed' (the solve runs in "
+                "float32), '32-true' or '64-true'"
+            )
         datamodule = getattr(self.trainer, "datamodule", None)
         data_shape = getattr(datamodule, "input_shape", None)
         model_shape = getattr(self.model, "input_shape", None)
@@ -302,6 +296,7 @@ class LBENClassifier(LightningModule):
         """Cross-entropy of one batch, with implicit gradients through the equilibrium."""
         x, y = batch
         logits = self.model(x)
+        check_labels(y, x.shape[0], logits.shape[1])
         per_sample = F.cross_entropy(logits, y, reduction="none")
         loss = per_sample.mean()
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=y.shape[0])
@@ -321,6 +316,7 @@ class LBENClassifier(LightningModule):
     def _evaluation_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
         logits = self.model(x)
+        check_labels(y, x.shape[0], logits.shape[1])
         per_sample = F.cross_entropy(logits, y, reduction="none")
         self._log_metrics(
             stage, self.metrics[f"{stage}_classification"].update(per_sample, logits, y), prog_bar=("acc",)
@@ -329,7 +325,10 @@ class LBENClassifier(LightningModule):
         attack = stage == "test" and bool(self.attack_eps)
         normalization = self._raw_units() if self._gamma is not None or attack else None
         if self._gamma is not None and normalization is not None:
-            certified = self.metrics[f"{stage}_certified"].update(logits, y, self._gamma, normalization.raw_scale)
+            converged = solve_converged(self.model, x.shape[0], "forward", logits.device)
+            certified = self.metrics[f"{stage}_certified"].update(
+                logits, y, self._gamma, normalization.raw_scale, converged
+            )
             self._log_metrics(f"{stage}/certified", certified)
         if attack and normalization is not None:
             self._attack(x, y, normalization)
@@ -353,10 +352,13 @@ class LBENClassifier(LightningModule):
         # made outside inference mode are ordinary tensors autograd can use.
         with torch.inference_mode(False), torch.enable_grad():
             x_raw = normalization.to_raw(x.clone())
-            accuracy = attack_accuracy(
-                self.model, x_raw, y.clone(), self.attack_eps, normalization, **self.attack_options
+            result = evaluate_attack(
+                self.model, x_raw, y.clone(), self.attack_eps, normalization, allow_unconverged=True,
+                **self.attack_options,
             )
-        self._log_metrics("test/attack", self.metrics["test_attack"].update(accuracy, y.shape[0]))
+        self._log_metrics(
+            "test/attack", self.metrics["test_attack"].update(result.accuracy, y.shape[0], result.converged_fraction)
+        )
 
     def on_validation_epoch_start(self) -> None:
         """Read the current Lipschitz bound once per evaluation."""
@@ -388,9 +390,10 @@ class LBENClassifier(LightningModule):
         if self.lipschitz_search and self._lipschitz_inputs:
             with torch.inference_mode(False), torch.enable_grad():
                 x = torch.cat(self._lipschitz_inputs).clone()
-                estimate = empirical_lipschitz(self.model, x, **self.lipschitz_options)
+                estimate = empirical_lipschitz(self.model, x, allow_unconverged=True, **self.lipschitz_options)
             self._lipschitz_inputs = []
             self.log("test/lipschitz/empirical_lower_bound", estimate.value, sync_dist=True, reduce_fx="max")
+            self.log("test/lipschitz/converged_fraction", estimate.converged_fraction, sync_dist=True, reduce_fx="min")
             gamma = self.model.lipschitz_bound()
             if gamma is not None:
                 self.log(

@@ -92,10 +92,11 @@ def eps_name(eps: float) -> str:
 class CertificationMetrics(nn.Module):
     """Certified accuracy at each ε and the mean certified radius, in raw (e.g. pixel) units.
 
-    A sample counts as certified at ε when it is classified correctly and its certified radius
-    ``margin / (√2 γ)`` (converted to raw units with the normalisation's ``raw_scale``) exceeds ε.
-    ``radius_mean`` averages the certified radius with 0 for misclassified samples (the usual
-    "average certified radius").
+    A sample counts as certified at ε when its forward solve converged, it is classified correctly
+    and its certified radius ``margin / (√2 γ)`` (converted to raw units with the normalisation's
+    ``raw_scale``) exceeds ε. ``radius_mean`` averages the certified radius with 0 for
+    misclassified or unconverged samples (the usual "average certified radius");
+    ``converged_fraction`` is the fraction of samples whose solve converged, logged beside them.
 
     Args:
         eps: radii ε in raw units.
@@ -106,27 +107,44 @@ class CertificationMetrics(nn.Module):
         self.eps = [float(e) for e in eps]
         self.accuracy = nn.ModuleList(mean_metric() for _ in self.eps)
         self.radius_mean = mean_metric()
+        self.converged_fraction = mean_metric()
 
     def update(
-        self, logits: torch.Tensor, labels: torch.Tensor, gamma: float, input_scale: float
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        gamma: float,
+        input_scale: float,
+        converged: torch.Tensor | None = None,
     ) -> dict[str, Metric]:
-        """Add a batch for a model with Lipschitz bound ``gamma`` (model units); returns metrics by name."""
+        """Add a batch for a model with Lipschitz bound ``gamma`` (model units); returns metrics by name.
+
+        ``converged`` is the ``(batch,)`` bool mask of forward solves that converged (None: all did,
+        the logits are exact); samples that did not are never certified.
+        """
         logits = logits.detach()
+        if converged is None:
+            converged = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
         out: dict[str, Metric] = {}
         if self.eps:
-            certified = certified_correct(logits, labels, gamma, self.eps, input_scale).float()
+            certified = certified_correct(logits, labels, gamma, self.eps, input_scale, converged).float()
             for k, (eps, metric) in enumerate(zip(self.eps, self.accuracy, strict=True)):
                 metric.update(certified[:, k])
                 out[f"acc_raw_eps{eps_name(eps)}"] = metric
         radius = certified_radius(logits, gamma, input_scale)
-        correct = logits.argmax(dim=1) == labels
-        self.radius_mean.update(torch.where(correct, radius, torch.zeros_like(radius)))
+        counted = (logits.argmax(dim=1) == labels) & converged
+        self.radius_mean.update(torch.where(counted, radius, torch.zeros_like(radius)))
         out["radius_raw_mean"] = self.radius_mean
+        self.converged_fraction.update(converged.float())
+        out["converged_fraction"] = self.converged_fraction
         return out
 
 
 class AttackMetrics(nn.Module):
     """Accuracy under an ℓ2 PGD attack at each ε (raw units): an upper bound on robust accuracy.
+
+    A sample whose solves (clean or attacked) did not all converge never counts as robust;
+    ``converged_fraction`` (the smallest over ε) is logged beside the accuracies.
 
     Args:
         eps: radii ε in raw units.
@@ -136,13 +154,20 @@ class AttackMetrics(nn.Module):
         super().__init__()
         self.eps = [float(e) for e in eps]
         self.accuracy = nn.ModuleList(mean_metric() for _ in self.eps)
+        self.converged_fraction = mean_metric()
 
-    def update(self, accuracy: torch.Tensor, batch_size: int) -> dict[str, Metric]:
-        """Add one batch's attack accuracy per ε, weighted by its size; returns metrics by name."""
+    def update(
+        self, accuracy: torch.Tensor, batch_size: int, converged_fraction: torch.Tensor | None = None
+    ) -> dict[str, Metric]:
+        """Add one batch's attack accuracy and converged fraction per ε, weighted by its size; returns metrics."""
         out: dict[str, Metric] = {}
         for value, eps, metric in zip(accuracy.tolist(), self.eps, self.accuracy, strict=True):
             # One entry per sample rather than a weight: torchmetrics ignores weights when
             # nan_strategy="disable".
             metric.update(torch.full((batch_size,), value, device=metric.device))
             out[f"acc_raw_eps{eps_name(eps)}"] = metric
+        if converged_fraction is not None and converged_fraction.numel():
+            fraction = float(converged_fraction.min())
+            self.converged_fraction.update(torch.full((batch_size,), fraction, device=self.converged_fraction.device))
+            out["converged_fraction"] = self.converged_fraction
         return out

@@ -6,6 +6,11 @@ module's normalisation and runs :func:`lben_ode.robustness.robustness_report` on
 the same data. It writes ``robustness.txt`` (the table), ``robustness.csv`` (one row per model and
 ε), ``robustness.json`` (the report's rows and the settings) and ``accuracy_vs_eps.png`` under
 ``--out``.
+
+A certificate needs a converged equilibrium solve: when any evaluated sample's solve did not
+converge (e.g. ``--solver-option max_iter=1``) the command stops with an error, unless
+``--allow-unconverged`` is given; then such samples count as neither certified nor robust and the
+table, CSV and JSON carry the converged fractions.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import instantiate_module
 from torch import nn
 
-from lben_ode.errors import ConfigurationError, LBENError, ShapeError, unknown_name
+from lben_ode.errors import ConfigurationError, ConvergenceError, LBENError, ShapeError, unknown_name
 from lben_ode.normalization import Normalization
 from lben_ode.robustness import format_table, plot_accuracy_vs_eps, robustness_report
+from lben_ode.robustness.report import all_converged
 from lben_ode.solvers import available
 
 from .classifier import LBENClassifier
@@ -51,7 +57,8 @@ PLOT_FILE = "accuracy_vs_eps.png"
 CSV_FIELDS = (
     "model", "checkpoint", "solver", "units", "eps", "clean_accuracy", "certified_accuracy", "attack_accuracy",
     "samples", "attack_samples", "gamma", "gamma_input_units", "empirical_lipschitz", "jacobian_norm_max",
-    "lower_bound", "tightness",
+    "lower_bound", "tightness", "converged_fraction", "attack_converged_fraction", "lipschitz_converged_fraction",
+    "jacobian_converged_fraction",
 )
 
 
@@ -124,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: each checkpoint's own")
     parser.add_argument("--solver-option", action="append", type=parse_solver_option, default=[],
                         metavar="KEY=VALUE", help="solver option, e.g. tol=1e-6 (repeatable)")
+    parser.add_argument("--allow-unconverged", action="store_true",
+                        help="evaluate even when some equilibrium solves do not converge, counting those "
+                        "samples as neither certified nor robust (default: stop with an error)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                         help="output directory (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
@@ -181,6 +191,11 @@ class InputReshape(nn.Module):
     def lipschitz_bound(self) -> float | None:
         """The model's ℓ2 Lipschitz bound γ (model input units), unchanged by the reshape."""
         return self.model.lipschitz_bound()
+
+    @property
+    def solver_stats(self) -> dict[str, Any]:
+        """The wrapped model's statistics of its last solves (``{}`` for a model without solves)."""
+        return getattr(self.model, "solver_stats", {})
 
 
 @dataclass
@@ -358,6 +373,7 @@ def evaluate(args: argparse.Namespace) -> tuple[list[dict[str, Any]], tuple[floa
         lipschitz_steps=args.lipschitz_steps,
         seed=args.seed,
         progress=sys.stderr.isatty(),
+        allow_unconverged=args.allow_unconverged,
     )
     # Which file and solver each row comes from, next to its name.
     rows = [
@@ -375,8 +391,11 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
         for row in rows:
             certified = row["certified_accuracy"] or [None] * len(row["eps"])
             attacked = row["attack_accuracy"] or [None] * len(row["eps"])
-            for e, c, a in zip(row["eps"], certified, attacked, strict=True):
-                values = {**row, "eps": e, "certified_accuracy": c, "attack_accuracy": a}
+            attack_converged = row["attack_converged_fraction"] or [None] * len(row["eps"])
+            for e, c, a, ac in zip(row["eps"], certified, attacked, attack_converged, strict=True):
+                values = {
+                    **row, "eps": e, "certified_accuracy": c, "attack_accuracy": a, "attack_converged_fraction": ac,
+                }
                 writer.writerow({k: "" if values[k] is None else values[k] for k in CSV_FIELDS})
 
 
@@ -419,9 +438,17 @@ def run(argv: Sequence[str]) -> dict[str, Path]:
         "solver_options": dict(args.solver_option),
         "seed": args.seed,
         "device": args.device,
+        "allow_unconverged": args.allow_unconverged,
     }
     paths = write_outputs(rows, args.out, settings)
     print(format_table(rows))
+    unconverged = [row["model"] for row in rows if not all_converged(row)]
+    if unconverged:
+        print(
+            f"note: some equilibrium solves of {', '.join(unconverged)} did not converge (--allow-unconverged); "
+            "those samples count as neither certified nor robust, see the conv columns",
+            file=sys.stderr,
+        )
     print()
     width = max(len(kind) for kind in paths) + 2
     print("\n".join(f"{kind + ':':<{width}}{path}" for kind, path in paths.items()), flush=True)
@@ -435,6 +462,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     try:
         run(sys.argv[1:] if argv is None else argv)
+    except ConvergenceError as exc:
+        message = str(exc).replace("pass allow_unconverged=True", "pass --allow-unconverged")
+        print(f"lben-ode robustness: error: {type(exc).__name__}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
     except LBENError as exc:
         print(f"lben-ode robustness: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -132,3 +132,48 @@ def test_linear_slopes_prox(alpha):
 def test_repr_names_the_activation():
     assert repr(get_activation("leaky_relu", negative_slope=0.2)) == "LeakyReLU(negative_slope=0.2)"
     assert repr(get_activation("tanh")) == "Tanh()"
+
+
+class _Custom(Activation):
+    """A user-defined σ given by two functions (the probe must judge it, not its declaration)."""
+
+    def __init__(self, f, df) -> None:
+        self.f, self.df = f, df
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        return self.f(v)
+
+    def derivative(self, v: torch.Tensor) -> torch.Tensor:
+        return self.df(v)
+
+
+@pytest.mark.parametrize(
+    ("f", "df", "match"),
+    [
+        (torch.sin, torch.cos, "not monotone"),
+        (lambda v: 5 * torch.tanh(v), lambda v: 5 / torch.cosh(v) ** 2, "steeper than 1: slope 5"),
+        (lambda v: -torch.tanh(v), lambda v: -1 / torch.cosh(v) ** 2, "not monotone"),
+        (lambda v: torch.tanh(v), lambda v: 2 / torch.cosh(v) ** 2, "derivative is 2 at v = 0"),
+        (lambda v: torch.where(v > 50, torch.nan, torch.tanh(v)), lambda v: 1 / torch.cosh(v) ** 2, "not finite"),
+        (lambda v: v[:3], lambda v: v, "elementwise"),
+    ],
+    ids=["sin", "5tanh", "decreasing", "wrong-derivative", "nan", "not-elementwise"],
+)
+def test_custom_activations_are_probed_and_refused(f, df, match) -> None:
+    import lben_ode
+    from lben_ode.errors import ActivationError
+
+    act = _Custom(f, df)
+    with pytest.raises(ActivationError, match=match):
+        get_activation(act)
+    # The model constructors go through the same probe: no model with a wrong γ is ever built.
+    with pytest.raises(ActivationError, match=match):
+        lben_ode.LBEN(3, 2, 4, gamma=1.0, activation=act)
+
+
+def test_a_slope_restricted_custom_activation_is_accepted() -> None:
+    import lben_ode
+
+    half_tanh = _Custom(lambda v: 0.5 * torch.tanh(v), lambda v: 0.5 / torch.cosh(v) ** 2)
+    assert get_activation(half_tanh) is half_tanh
+    assert lben_ode.LBEN(3, 2, 4, gamma=1.5, activation=half_tanh).lipschitz_bound() == pytest.approx(1.5)

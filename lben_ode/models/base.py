@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -18,6 +19,7 @@ from ..solvers.base import Solver
 from ..solvers.problem import EquilibriumOperator, FixedPointProblem
 from ..solvers.registry import get_solver
 from ..solvers.stats import SolverStats
+from ..validation import check_gamma
 
 
 class ExplicitWeights(NamedTuple):
@@ -121,12 +123,39 @@ class EquilibriumModel(nn.Module):
         return self._operator_cache[1]
 
     # -- checks -----------------------------------------------------------------------------------
+    def solve_dtype(self) -> torch.dtype:
+        """The dtype of the parameters, in which every solve runs: float32 or float64.
+
+        Raises:
+            ConfigurationError: for half-precision parameters (float16, bfloat16): the solvers'
+                factorisations (``linalg.inv``, Cholesky) and tolerances need float32 or float64.
+        """
+        dtype = next((t.dtype for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()), None)
+        if dtype in (torch.float16, torch.bfloat16):
+            raise ConfigurationError(
+                f"{type(self).__name__} has {dtype} parameters, but equilibrium solves and their factorisations "
+                "need float32 or float64: train with precision '16-mixed' or 'bf16-mixed' (autocast; the "
+                "solve runs in float32) instead of '16-true' or 'bf16-true', or call model.float()"
+            )
+        return torch.get_default_dtype() if dtype is None else dtype
+
     def check_input(self, x: torch.Tensor) -> None:
-        """Refuse inputs of the wrong type, shape or with non-finite entries."""
+        """Refuse inputs of the wrong type, dtype, shape or with non-finite entries.
+
+        The input's dtype must be the parameters' (:meth:`solve_dtype`); under autocast,
+        :meth:`forward` and :meth:`equilibrium` cast it first.
+        """
         if not isinstance(x, torch.Tensor):
             raise ShapeError(f"{type(self).__name__} expects a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
             raise ShapeError(f"{type(self).__name__} expects a floating-point tensor, got {x.dtype}")
+        dtype = self.solve_dtype()
+        if x.dtype != dtype:
+            model_cast = f" or the model (model.to({x.dtype}))" if x.dtype in (torch.float32, torch.float64) else ""
+            raise ShapeError(
+                f"{type(self).__name__} has {dtype} parameters but got a {x.dtype} input: cast the input "
+                f"(x.to({dtype})){model_cast}"
+            )
         if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
             expected = ", ".join(["batch", *map(str, self.input_shape)])
             raise ShapeError(
@@ -141,20 +170,44 @@ class EquilibriumModel(nn.Module):
     def equilibrium(self, x: torch.Tensor, z0: torch.Tensor | None = None) -> torch.Tensor:
         """The equilibrium z* of ``z = σ(W z + U x + b_z)`` for each input.
 
+        Runs in the parameters' dtype with autocast disabled (see :meth:`forward`).
+
         Args:
-            x: inputs, ``(batch, *input_shape)``.
-            z0: optional warm start, same shape as the state.
+            x: inputs, ``(batch, *input_shape)``, in the parameters' dtype.
+            z0: optional warm start, same shape and dtype as the state, finite.
 
         Returns:
             z*, ``(batch, *state_shape)``; differentiable by implicit differentiation.
+
+        Raises:
+            ShapeError: for inputs or a warm start of the wrong type, shape or dtype.
+            NonFiniteInputError: for NaN or infinite entries in x or z0.
+            ConfigurationError: for a model with half-precision parameters.
         """
-        return self._equilibrium(x, z0, self.forward_parts())
+        with _autocast_disabled(x) as autocast:
+            x, z0 = self._cast_under_autocast(autocast, x, z0)
+            return self._equilibrium(x, z0, self.forward_parts())
+
+    def _cast_under_autocast(
+        self, autocast: bool, x: torch.Tensor, z0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # Under autocast, earlier layers hand over half-precision activations: the solve takes them
+        # in the parameters' dtype. Outside autocast a mismatch is the caller's mistake (check_input).
+        self.solve_dtype()  # refuse half-precision parameters before any factorisation runs
+        if not autocast:
+            return x, z0
+        dtype = self.solve_dtype()
+
+        def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+        return cast(x), cast(z0)
 
     def _equilibrium(self, x: torch.Tensor, z0: torch.Tensor | None, parts: ForwardParts) -> torch.Tensor:
         self.check_input(x)
         injection = parts.injection(x)
-        if z0 is not None and z0.shape != injection.shape:
-            raise ShapeError(f"warm start z0 must be shaped {tuple(injection.shape)}, got {tuple(z0.shape)}")
+        if z0 is not None:
+            self._check_warm_start(z0, injection)
         solver = self.solver
         if solver.differentiable and torch.is_grad_enabled():
             z, stats = solver.solve_differentiable(parts, injection, self.activation, z0)
@@ -173,17 +226,48 @@ class EquilibriumModel(nn.Module):
             z_star, parts.apply_W, injection, self.activation, parts.operator, solver, record
         )
 
+    def _check_warm_start(self, z0: torch.Tensor, injection: torch.Tensor) -> None:
+        if not isinstance(z0, torch.Tensor) or not z0.is_floating_point():
+            got = f"a {z0.dtype} tensor" if isinstance(z0, torch.Tensor) else type(z0).__name__
+            raise ShapeError(f"warm start z0 must be a floating-point torch.Tensor, got {got}")
+        if z0.shape != injection.shape:
+            raise ShapeError(f"warm start z0 must be shaped {tuple(injection.shape)}, got {tuple(z0.shape)}")
+        if z0.dtype != injection.dtype:
+            raise ShapeError(
+                f"warm start z0 must have the model's dtype {injection.dtype}, got {z0.dtype}: "
+                f"use z0.to({injection.dtype})"
+            )
+        finite = torch.isfinite(z0)
+        if not bool(finite.all()):
+            raise NonFiniteInputError(
+                f"warm start z0 has {int((~finite).sum())} NaN or infinite entries of {z0.numel()}; "
+                "pass a finite z0, or None to start from zeros"
+            )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Outputs (logits) ``y = W_o z* + b_y``, ``(batch, out_features)``."""
-        parts = self.forward_parts()
-        return parts.output(self._equilibrium(x, None, parts))
+        """Outputs (logits) ``y = W_o z* + b_y``, ``(batch, out_features)``, in the parameters' dtype.
+
+        Mixed precision: under ``torch.autocast`` (Lightning's ``16-mixed`` and ``bf16-mixed``) the
+        whole equilibrium network — building W, its factorisations, the solve and the output layer —
+        runs with autocast disabled, in the parameters' dtype (float32), and half-precision inputs
+        are cast to it; the logits come back in float32. Half-precision parameters (``16-true``,
+        ``bf16-true``, ``model.half()``) are refused with a :class:`ConfigurationError`.
+        """
+        with _autocast_disabled(x) as autocast:
+            x, _ = self._cast_under_autocast(autocast, x)
+            parts = self.forward_parts()
+            return parts.output(self._equilibrium(x, None, parts))
 
 
-def check_positive_int(name: str, value: Any) -> int:
-    """Validate a size argument."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
-    return value
+@contextmanager
+def _autocast_disabled(x: Any) -> Iterator[bool]:
+    """Disable autocast on ``x``'s device for the duration; yields whether it was enabled."""
+    device_type = x.device.type if isinstance(x, torch.Tensor) else "cpu"
+    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+        yield False
+        return
+    with torch.autocast(device_type=device_type, enabled=False):
+        yield True
 
 
 def register_gamma(module: nn.Module, gamma: Any, learn_gamma: bool) -> None:
@@ -200,17 +284,8 @@ def register_gamma(module: nn.Module, gamma: Any, learn_gamma: bool) -> None:
             raise ConfigurationError("learn_gamma=True needs a starting gamma > 0, got gamma=None")
         module.log_gamma = None
         return
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (math.isfinite(gamma) and gamma > 0):
-        raise ConfigurationError(f"gamma must be a finite float > 0 (or None for unconstrained), got {gamma!r}")
-    log_gamma = torch.tensor(math.log(gamma))
+    log_gamma = torch.tensor(math.log(check_gamma(gamma)))
     if learn_gamma:
         module.log_gamma = nn.Parameter(log_gamma)
     else:
         module.register_buffer("log_gamma", log_gamma)
-
-
-def check_margin(value: Any) -> float:
-    """Validate the monotonicity margin m > 0."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or value != value:
-        raise ConfigurationError(f"margin must be a float > 0 (it keeps the conditions strict), got {value!r}")
-    return float(value)

@@ -13,7 +13,8 @@ from ..errors import ConfigurationError, LBENError, UnsupportedSolverError, unkn
 from ..solvers.base import Solver
 from ..solvers.problem import FixedPointProblem
 from ..solvers.registry import available, get_solver
-from .base import EquilibriumModel, ExplicitWeights, ForwardParts, check_margin, check_positive_int, register_gamma
+from ..validation import check_count, check_margin, check_non_negative
+from .base import EquilibriumModel, ExplicitWeights, ForwardParts, register_gamma
 from .circular import circular_conv
 from .conv_operator import ConvOperator, ConvWeights
 from .dense import linear_init
@@ -104,26 +105,23 @@ class ConvLBEN(EquilibriumModel):
         **solver_options: Any,
     ) -> None:
         super().__init__(activation, solver, solver_options)
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        self.channels = check_positive_int("channels", channels)
-        self.out_features = check_positive_int("out_features", out_features)
+        self.in_channels = check_count("in_channels", in_channels)
+        self.channels = check_count("channels", channels)
+        self.out_features = check_count("out_features", out_features)
         height, width = self.image_size = _check_image_size(image_size)
-        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        self.kernel_size = check_count("kernel_size", kernel_size)
         if kernel_size % 2 == 0 or kernel_size > min(height, width):
             raise ConfigurationError(
                 f"kernel_size must be odd (circular 'same' convolutions) and at most the image side "
                 f"{min(height, width)}, got {kernel_size}"
             )
-        self.pool = check_positive_int("pool", pool)
+        self.pool = check_count("pool", pool)
         if height % pool or width % pool:
             raise ConfigurationError(f"pool={pool} must divide the image size {height}×{width}")
         if metric not in METRICS:
             raise unknown_name("metric", metric, METRICS)
         register_gamma(self, gamma, learn_gamma)
-        if isinstance(kernel_scale, bool) or not isinstance(kernel_scale, (int, float)) or not (
-            math.isfinite(kernel_scale) and kernel_scale >= 0
-        ):
-            raise ConfigurationError(f"kernel_scale must be a finite float ≥ 0, got {kernel_scale!r}")
+        check_non_negative("kernel_scale", kernel_scale)
         self.margin = check_margin(margin)
         self.metric = metric
         self.input_shape = (in_channels, height, width)

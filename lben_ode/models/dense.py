@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ..activations import Activation
-from .base import EquilibriumModel, ExplicitWeights, ForwardParts, check_positive_int
+from ..validation import check_count
+from .base import EquilibriumModel, ExplicitWeights, ForwardParts
 from .dense_operator import DenseOperator
 
 
@@ -37,9 +38,9 @@ class DenseEquilibriumModel(EquilibriumModel):
         solver_options: dict[str, Any],
     ) -> None:
         super().__init__(activation, solver, solver_options)
-        self.in_features = check_positive_int("in_features", in_features)
-        self.out_features = check_positive_int("out_features", out_features)
-        self.width = check_positive_int("width", width)
+        self.in_features = check_count("in_features", in_features)
+        self.out_features = check_count("out_features", out_features)
+        self.width = check_count("width", width)
         self.input_shape = (in_features,)
         self.U = nn.Parameter(linear_init(width, in_features))
         self.b_z = nn.Parameter(torch.zeros(width))

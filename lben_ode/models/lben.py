@@ -9,7 +9,8 @@ from torch import nn
 
 from ..activations import Activation
 from ..errors import unknown_name
-from .base import check_margin, check_positive_int, register_gamma
+from ..validation import check_count, check_margin
+from .base import register_gamma
 from .dense import DenseEquilibriumModel, linear_init
 
 METRICS = ("diagonal", "identity")
@@ -60,7 +61,7 @@ class LBEN(DenseEquilibriumModel):
             raise unknown_name("metric", metric, METRICS)
         self.margin = check_margin(margin)
         self.metric = metric
-        rank = width if rank is None else check_positive_int("rank", rank)
+        rank = width if rank is None else check_count("rank", rank)
         self.V = nn.Parameter(linear_init(rank, width))
         self.S = nn.Parameter(linear_init(width, width))
         if metric == "diagonal":

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..activations import Activation
-from .base import check_margin
+from ..validation import check_margin
 from .dense import DenseEquilibriumModel, linear_init
 
 

@@ -17,14 +17,13 @@ from torch.nn import functional as F
 
 from ..errors import ConfigurationError, unknown_name
 from ..normalization import Normalization
+from ..validation import check_count, check_eps, check_inputs, check_logits, check_positive
 from .evaluation import (
-    check_count,
-    check_eps,
-    check_inputs,
-    check_logits,
-    check_positive,
     chunks,
+    converged_fraction,
     evaluation_mode,
+    require_converged,
+    run_model,
     to_model_units,
     with_progress,
 )
@@ -43,20 +42,31 @@ class AttackResult:
         x_adv: ``(batch, ...)`` raw inputs: a misclassified point for every broken sample, else the
             final iterate of the run with the highest margin loss. Always within ε of the input and
             inside the valid input box.
-        robust: ``(batch,)`` bool: correctly classified and no run found a misclassified point.
+        robust: ``(batch,)`` bool: correctly classified, every solve of the sample (clean and
+            attacked points) converged, and no run found a misclassified point.
         clean_correct: ``(batch,)`` bool: correctly classified without perturbation.
         eps: the radius ε.
+        converged: ``(batch,)`` bool: every equilibrium solve of the sample converged (clean input
+            and every attack iterate). A sample that did not is never robust, and its
+            misclassified iterates do not count as adversarial points (their prediction is not the
+            model's).
     """
 
     x_adv: torch.Tensor
     robust: torch.Tensor
     clean_correct: torch.Tensor
     eps: float
+    converged: torch.Tensor
 
     @property
     def robust_accuracy(self) -> float:
         """Fraction of samples the attack did not break (an upper bound on robust accuracy)."""
         return float(self.robust.double().mean())
+
+    @property
+    def converged_fraction(self) -> float:
+        """Fraction of samples whose every equilibrium solve converged."""
+        return converged_fraction(self.converged)
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:
@@ -123,6 +133,7 @@ def pgd_attack(
     loss: str = "margin",
     targets: int | None = None,
     generator: torch.Generator | None = None,
+    allow_unconverged: bool = False,
 ) -> AttackResult:
     """ℓ2 PGD with random starts against ``model``, in raw-input units.
 
@@ -156,6 +167,9 @@ def pgd_attack(
         targets: None for an untargeted attack, or k ≥ 1 to run targeted attacks against each of
             the k highest-scoring wrong classes at the clean input (``restarts`` runs each).
         generator: random generator for the starts (on the inputs' device), for reproducibility.
+        allow_unconverged: when False (default), refuse if an equilibrium solve did not converge
+            (checked after the clean pass, before the attack, and at the end); when True, such
+            samples count as not robust.
 
     Returns:
         an :class:`AttackResult`.
@@ -166,6 +180,7 @@ def pgd_attack(
         ShapeError: if labels do not match the batch or the classes, or the model does not output
             ``(batch, classes ≥ 2)`` logits.
         NonFiniteInputError: if ``x_raw`` has NaN or infinite entries.
+        ConvergenceError: if a solve did not converge and ``allow_unconverged`` is False.
     """
     check_inputs(x_raw, labels, "x_raw")
     (eps,) = check_eps(eps)
@@ -188,11 +203,13 @@ def pgd_attack(
 
     with evaluation_mode(model):
         with torch.no_grad():
-            clean_logits = model(to_model_units(x, normalization))
+            clean = run_model(model, to_model_units(x, normalization))
+        clean_logits, clean_converged = clean.logits, clean.converged
         check_logits(clean_logits, labels)
+        require_converged(clean_converged, "pgd_attack (clean inputs)", allow_unconverged)
         clean_correct = clean_logits.argmax(dim=1) == labels
         if eps == 0.0:
-            return AttackResult(x.clone(), clean_correct.clone(), clean_correct, eps)
+            return AttackResult(x.clone(), clean_correct & clean_converged, clean_correct, eps, clean_converged)
 
         n_classes = clean_logits.shape[1]
         if targets is None:
@@ -212,14 +229,19 @@ def pgd_attack(
         ys = labels.repeat(runs)
         delta = _project(_random_in_ball(xs, eps, generator), xs, eps, box)
         broken = torch.zeros(xs.shape[0], dtype=torch.bool, device=x.device)
+        runs_converged = torch.ones(xs.shape[0], dtype=torch.bool, device=x.device)
         found = xs.clone()
         for i in range(steps + 1):
             last = i == steps
             with torch.set_grad_enabled(not last):
                 delta.requires_grad_(not last)
                 x_adv = xs + delta
-                logits = model(to_model_units(x_adv, normalization))
-                misclassified = logits.argmax(dim=1) != ys
+                out = run_model(model, to_model_units(x_adv, normalization))
+                logits = out.logits
+                runs_converged = runs_converged & out.converged
+                # Only a converged solve shows the model's prediction: an unconverged iterate that
+                # looks misclassified is not an adversarial point.
+                misclassified = (logits.argmax(dim=1) != ys) & out.converged
                 found = torch.where(
                     (misclassified & ~broken).view(-1, *([1] * (x.dim() - 1))), x_adv.detach(), found
                 )
@@ -241,8 +263,62 @@ def pgd_attack(
     best = score.argmax(dim=0)
     candidates = torch.where(broken.view(-1, *([1] * (x.dim() - 1))), found, final)
     x_adv = candidates.view(runs, batch, *x.shape[1:])[best, torch.arange(batch, device=x.device)]
-    robust = clean_correct & ~broken_runs.any(dim=0)
-    return AttackResult(x_adv, robust, clean_correct, eps)
+    converged = clean_converged & runs_converged.view(runs, batch).all(dim=0)
+    require_converged(converged, "pgd_attack (attacked points)", allow_unconverged)
+    robust = clean_correct & converged & ~broken_runs.any(dim=0)
+    return AttackResult(x_adv, robust, clean_correct, eps, converged)
+
+
+@dataclass(frozen=True)
+class AttackEvaluation:
+    """Accuracy under attack at several radii, with the convergence of the solves behind it.
+
+    Attributes:
+        accuracy: ``(len(eps),)`` float64 on the CPU: fraction of samples robust at each ε.
+        converged_fraction: ``(len(eps),)`` float64 on the CPU: fraction of samples whose every
+            solve (clean and attacked points) converged, at each ε.
+    """
+
+    accuracy: torch.Tensor
+    converged_fraction: torch.Tensor
+
+
+def evaluate_attack(
+    model: nn.Module,
+    x_raw: torch.Tensor,
+    labels: torch.Tensor,
+    eps: Sequence[float] | float,
+    normalization: Normalization | None = None,
+    *,
+    steps: int = 50,
+    restarts: int = 5,
+    step_size: float | None = None,
+    loss: str = "margin",
+    targets: int | None = None,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    allow_unconverged: bool = False,
+) -> AttackEvaluation:
+    """Accuracy under :func:`pgd_attack` at each ε (raw-input units) and the converged fraction behind it.
+
+    Arguments are those of :func:`attack_accuracy`.
+    """
+    check_inputs(x_raw, labels, "x_raw")
+    radii = check_eps(eps)
+    robust_count = torch.zeros(len(radii), dtype=torch.float64)
+    converged_count = torch.zeros(len(radii), dtype=torch.float64)
+    pieces = chunks(x_raw.shape[0], batch_size)
+    for piece in with_progress(pieces, progress, "attack", len(pieces)):
+        for j, e in enumerate(radii):
+            result = pgd_attack(
+                model, x_raw[piece], labels[piece], e, normalization, steps=steps, restarts=restarts,
+                step_size=step_size, loss=loss, targets=targets, generator=generator,
+                allow_unconverged=allow_unconverged,
+            )
+            robust_count[j] += result.robust.sum().cpu().double()
+            converged_count[j] += result.converged.sum().cpu().double()
+    return AttackEvaluation(robust_count / x_raw.shape[0], converged_count / x_raw.shape[0])
 
 
 def attack_accuracy(
@@ -260,22 +336,18 @@ def attack_accuracy(
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    allow_unconverged: bool = False,
 ) -> torch.Tensor:
     """Accuracy under :func:`pgd_attack` at each ε (raw-input units), ``(len(eps),)`` float64 on the CPU.
 
     An upper bound on the true robust accuracy. Arguments are those of :func:`pgd_attack`, with
     ``eps`` a sequence, ``step_size`` (if given) used at every ε, and ``batch_size`` splitting the
-    samples into chunks (each chunk runs all its restarts at once).
+    samples into chunks (each chunk runs all its restarts at once). A sample whose solves did not
+    all converge is refused (``allow_unconverged=False``) or counted as not robust;
+    :func:`evaluate_attack` also returns the converged fraction.
     """
-    check_inputs(x_raw, labels, "x_raw")
-    radii = check_eps(eps)
-    robust_count = torch.zeros(len(radii), dtype=torch.float64)
-    pieces = chunks(x_raw.shape[0], batch_size)
-    for piece in with_progress(pieces, progress, "attack", len(pieces)):
-        for j, e in enumerate(radii):
-            result = pgd_attack(
-                model, x_raw[piece], labels[piece], e, normalization, steps=steps, restarts=restarts,
-                step_size=step_size, loss=loss, targets=targets, generator=generator,
-            )
-            robust_count[j] += result.robust.sum().cpu().double()
-    return robust_count / x_raw.shape[0]
+    return evaluate_attack(
+        model, x_raw, labels, eps, normalization, steps=steps, restarts=restarts, step_size=step_size,
+        loss=loss, targets=targets, batch_size=batch_size, generator=generator, progress=progress,
+        allow_unconverged=allow_unconverged,
+    ).accuracy

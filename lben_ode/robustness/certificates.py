@@ -10,16 +10,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigurationError, ShapeError
+from ..errors import ShapeError
 from ..normalization import Normalization
+from ..validation import check_eps, check_inputs, check_logits, check_positive
 from .evaluation import (
-    check_eps,
-    check_inputs,
-    check_logits,
     chunks,
+    converged_fraction,
     evaluation_mode,
     input_scale,
     lipschitz_bound_of,
+    require_converged,
+    run_model,
     to_model_units,
     units_name,
     with_progress,
@@ -46,34 +47,58 @@ def certified_radius(logits: torch.Tensor, gamma: float, input_scale: float = 1.
         gamma: the model's Lipschitz bound in its input units (> 0).
         input_scale: raw units per model unit; 1.0 reports model units.
     """
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
-        raise ConfigurationError(f"certified radius needs a finite Lipschitz bound gamma > 0, got {gamma!r}")
-    if not input_scale > 0:
-        raise ConfigurationError(f"input_scale must be > 0, got {input_scale!r}")
+    check_positive("gamma", gamma, "certified radii need a finite Lipschitz bound")
+    check_positive("input_scale", input_scale)
     return logit_margin(logits) * (input_scale / (math.sqrt(2.0) * gamma))
 
 
 def certified_correct(
-    logits: torch.Tensor, labels: torch.Tensor, gamma: float, eps: Sequence[float], input_scale: float = 1.0
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    gamma: float,
+    eps: Sequence[float] | float,
+    input_scale: float = 1.0,
+    converged: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per sample and ε: correctly classified with certified radius > ε, ``(batch, len(eps))`` bool.
 
     ``eps`` and the radius are in the same units (raw units when ``input_scale`` is the data's
-    ``Normalization.raw_scale``).
+    ``Normalization.raw_scale``). The logits must come from solves that converged: pass
+    ``converged`` (``(batch,)`` bool, e.g. from :func:`~lben_ode.robustness.evaluation.run_model`
+    or ``model.solver_stats["forward"].converged``) and a sample whose solve did not converge is
+    never certified; None means the logits are exact (a model without an equilibrium solve).
+
+    Raises:
+        ConfigurationError: for an ε < 0 or not finite, or a bad γ.
+        ShapeError: for labels that do not match the logits or lie outside the class range, or a
+            ``converged`` mask of the wrong shape.
     """
-    if labels.shape != logits.shape[:1]:
-        raise ShapeError(f"labels must be shaped ({logits.shape[0]},), got {tuple(labels.shape)}")
+    radii = check_eps(eps)
+    check_logits(logits, labels)
     radius = certified_radius(logits, gamma, input_scale)
     correct = logits.argmax(dim=1) == labels
-    eps_t = torch.as_tensor(list(eps), dtype=radius.dtype, device=radius.device)
+    if converged is not None:
+        if not isinstance(converged, torch.Tensor) or tuple(converged.shape) != tuple(labels.shape):
+            raise ShapeError(f"converged must be a bool tensor shaped ({labels.shape[0]},), got {converged!r}")
+        correct = correct & converged.to(device=correct.device, dtype=torch.bool)
+    eps_t = torch.as_tensor(radii, dtype=radius.dtype, device=radius.device)
     return correct[:, None] & (radius[:, None] > eps_t[None, :])
 
 
 def certified_accuracy(
-    logits: torch.Tensor, labels: torch.Tensor, gamma: float, eps: Sequence[float], input_scale: float = 1.0
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    gamma: float,
+    eps: Sequence[float] | float,
+    input_scale: float = 1.0,
+    converged: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Fraction of samples correctly classified with certified radius > ε, one value per ε."""
-    return certified_correct(logits, labels, gamma, eps, input_scale).float().mean(dim=0)
+    """Fraction of samples correctly classified with certified radius > ε, one value per ε.
+
+    Arguments as :func:`certified_correct`: a sample whose solve did not converge (``converged``)
+    counts as not certified.
+    """
+    return certified_correct(logits, labels, gamma, eps, input_scale, converged).float().mean(dim=0)
 
 
 @dataclass(frozen=True)
@@ -90,8 +115,11 @@ class CertificationResult:
         units: ``"raw"`` (raw-input units, through a :class:`~lben_ode.Normalization`) or
             ``"model"`` (the model's input units).
         radius: per-sample certified radius ``(batch,)`` in ``units`` (whether or not the prediction
-            is correct), on the CPU.
+            is correct or the solve converged), on the CPU.
         correct: per-sample correctness ``(batch,)`` bool, on the CPU.
+        converged: per-sample ``(batch,)`` bool, on the CPU: the forward solve converged. Samples
+            that did not are never certified and count 0 in ``mean_radius``.
+        converged_fraction: fraction of samples whose forward solve converged.
     """
 
     eps: tuple[float, ...]
@@ -102,6 +130,8 @@ class CertificationResult:
     units: str
     radius: torch.Tensor
     correct: torch.Tensor
+    converged: torch.Tensor
+    converged_fraction: float
 
     def as_dict(self) -> dict[str, Any]:
         """The summary numbers (not the per-sample tensors) as plain Python values."""
@@ -112,6 +142,7 @@ class CertificationResult:
             "mean_radius": self.mean_radius,
             "gamma": self.gamma,
             "units": self.units,
+            "converged_fraction": self.converged_fraction,
         }
 
 
@@ -125,6 +156,7 @@ def certify(
     lipschitz: float | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    allow_unconverged: bool = False,
 ) -> CertificationResult:
     """Certified accuracy at each ε, clean accuracy and mean certified radius of ``model`` on a batch.
 
@@ -142,34 +174,42 @@ def certify(
         lipschitz: γ in model-input units, overriding ``model.lipschitz_bound()``.
         batch_size: evaluate in chunks of this many samples (all at once when None).
         progress: show a progress bar over the chunks.
+        allow_unconverged: when False (default), refuse if any sample's forward solve did not
+            converge; when True, count such samples as not certified.
 
     Raises:
         ConfigurationError: if the model has no Lipschitz bound and none is given, or an ε < 0.
-        ShapeError: if labels do not match the batch.
+        ShapeError: if labels do not match the batch or the classes.
+        ConvergenceError: if a solve did not converge and ``allow_unconverged`` is False.
     """
     check_inputs(x, labels)
     radii = check_eps(eps)
     gamma = lipschitz_bound_of(model, lipschitz)
     scale = input_scale(normalization)
-    radius_parts, correct_parts = [], []
+    radius_parts, correct_parts, converged_parts = [], [], []
     with evaluation_mode(model), torch.no_grad():
         pieces = chunks(x.shape[0], batch_size)
         for piece in with_progress(pieces, progress, "certify", len(pieces)):
-            logits = model(to_model_units(x[piece], normalization))
-            check_logits(logits, labels[piece])
-            radius_parts.append(certified_radius(logits, gamma, scale))
-            correct_parts.append(logits.argmax(dim=1) == labels[piece])
+            out = run_model(model, to_model_units(x[piece], normalization))
+            check_logits(out.logits, labels[piece])
+            radius_parts.append(certified_radius(out.logits, gamma, scale))
+            correct_parts.append(out.logits.argmax(dim=1) == labels[piece])
+            converged_parts.append(out.converged)
     radius = torch.cat(radius_parts).cpu()
     correct = torch.cat(correct_parts).cpu()
+    converged = torch.cat(converged_parts).cpu()
+    require_converged(converged, "certify", allow_unconverged)
     eps_t = torch.tensor(radii, dtype=radius.dtype)
-    certified = (correct[:, None] & (radius[:, None] > eps_t[None, :])).double().mean(dim=0)
+    certified = (correct[:, None] & converged[:, None] & (radius[:, None] > eps_t[None, :])).double().mean(dim=0)
     return CertificationResult(
         eps=radii,
         certified_accuracy=tuple(certified.tolist()),
         clean_accuracy=float(correct.double().mean()),
-        mean_radius=float(torch.where(correct, radius, torch.zeros_like(radius)).double().mean()),
+        mean_radius=float(torch.where(correct & converged, radius, torch.zeros_like(radius)).double().mean()),
         gamma=gamma / scale,
         units=units_name(normalization),
         radius=radius,
         correct=correct,
+        converged=converged,
+        converged_fraction=converged_fraction(converged),
     )

@@ -1,70 +1,118 @@
-"""Shared plumbing of the robustness evaluations: argument checks, evaluation mode, batching, progress."""
+"""Shared plumbing of the robustness evaluations: running a model with its convergence, units, batching, progress.
+
+A certificate, a failed attack or a Lipschitz lower bound says something about the model only where
+its equilibrium was actually found. :func:`run_model` is the one place that runs a model for these
+evaluations and returns, with the logits, which samples' forward solves converged (from
+``solver_stats["forward"].converged`` of every :class:`~lben_ode.models.base.EquilibriumModel`
+inside the model, so wrappers need not forward anything); modules without an equilibrium solve are
+exact maps and always count as converged. :func:`require_converged` turns a sample that did not
+converge into a :class:`~lben_ode.errors.ConvergenceError` unless the caller allowed it, in which
+case such samples count as not certified, not robust and outside every lower bound.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
 
-from ..errors import ConfigurationError, NonFiniteInputError, ShapeError
+from ..errors import ConfigurationError, ConvergenceError, ShapeError
+from ..models.base import EquilibriumModel
 from ..normalization import Normalization
+from ..validation import check_count, check_positive
 
 T = TypeVar("T")
 
-_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What :func:`run_model` returns.
+
+    Attributes:
+        logits: the model's outputs ``(batch, ...)``, with autograd graph when gradients are on.
+        converged: ``(batch,)`` bool on the outputs' device: every equilibrium solve of that sample
+            converged (True for modules with no equilibrium solve).
+    """
+
+    logits: torch.Tensor
+    converged: torch.Tensor
 
 
-def check_inputs(x: torch.Tensor, labels: torch.Tensor | None = None, what: str = "x") -> None:
-    """Refuse a non-float, empty or non-finite input batch, and labels that do not match it."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise ShapeError(f"{what} must be a floating-point torch.Tensor, got {type(x).__name__}")
-    if x.dim() < 2 or x.shape[0] == 0:
-        raise ShapeError(f"{what} must be a non-empty batch shaped (batch, ...), got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteInputError(f"{what} contains NaN or infinity")
-    if labels is not None:
-        if not isinstance(labels, torch.Tensor) or labels.dtype not in _INTEGER_DTYPES:
-            raise ShapeError("labels must be an integer torch.Tensor of class indices")
-        if labels.shape != x.shape[:1]:
-            raise ShapeError(f"labels must be shaped ({x.shape[0]},), got {tuple(labels.shape)}")
+def _equilibrium_modules(model: nn.Module) -> list[EquilibriumModel]:
+    return [m for m in model.modules() if isinstance(m, EquilibriumModel)]
 
 
-def check_logits(logits: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-    """Refuse model outputs that are not ``(batch, classes ≥ 2)`` logits, and labels out of range."""
-    if logits.dim() != 2 or logits.shape[1] < 2:
-        raise ShapeError(f"the model must output logits shaped (batch, classes ≥ 2), got {tuple(logits.shape)}")
-    if labels is not None and bool(((labels < 0) | (labels >= logits.shape[1])).any()):
-        raise ShapeError(f"labels must be class indices in [0, {logits.shape[1] - 1}]")
+def run_model(model: nn.Module, x: torch.Tensor) -> ModelOutput:
+    """Run ``model`` on ``x`` and say which samples' forward equilibrium solves converged.
+
+    Earlier statistics are cleared first, so an equilibrium module that this call does not use is
+    not read. Gradients, eval mode and no-grad are the caller's.
+
+    Raises:
+        ShapeError: if an equilibrium module solved for a different batch than ``x`` (a model that
+            splits or repeats its batch: its per-sample convergence cannot be attributed).
+    """
+    for module in _equilibrium_modules(model):
+        module.solver_stats = {}
+    logits = model(x)
+    return ModelOutput(logits, solve_converged(model, x.shape[0], "forward", logits.device))
 
 
-def check_eps(eps: Sequence[float] | float) -> tuple[float, ...]:
-    """The radii ε as a tuple of finite floats ≥ 0 (a single number is one radius)."""
-    values = (eps,) if isinstance(eps, (int, float)) else tuple(eps)
-    if not values:
-        raise ConfigurationError("eps must hold at least one radius")
-    for e in values:
-        if isinstance(e, bool) or not isinstance(e, (int, float)) or not (math.isfinite(e) and e >= 0):
-            raise ConfigurationError(f"every eps must be a finite float ≥ 0, got {e!r}")
-    return tuple(float(e) for e in values)
+def solve_converged(
+    model: nn.Module, batch: int, direction: str = "forward", device: torch.device | None = None
+) -> torch.Tensor:
+    """``(batch,)`` bool: whether each sample's last ``direction`` solve converged in every equilibrium module.
+
+    ``direction`` is ``"forward"`` (the equilibrium) or ``"backward"`` (the adjoint solve of the
+    implicit gradient). Modules without those statistics (plain ``nn.Module`` s, or an equilibrium
+    module not run) do not restrict the mask.
+    """
+    converged = torch.ones(batch, dtype=torch.bool, device=device)
+    for module in _equilibrium_modules(model):
+        stats = module.solver_stats.get(direction)
+        if stats is None:
+            continue
+        if tuple(stats.converged.shape) != (batch,):
+            raise ShapeError(
+                f"{type(module).__name__} solved for {tuple(stats.converged.shape)} samples in a batch of "
+                f"{batch}: per-sample convergence cannot be attributed to the inputs"
+            )
+        converged = converged & stats.converged.to(converged.device)
+    return converged
 
 
-def check_count(name: str, value: Any, minimum: int = 1) -> int:
-    """An int ≥ ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{name} must be an int ≥ {minimum}, got {value!r}")
-    return value
+def require_converged(converged: torch.Tensor, what: str, allow_unconverged: bool, unit: str = "samples") -> None:
+    """Raise unless every sample converged or the caller allowed unconverged samples.
+
+    Args:
+        converged: ``(n,)`` bool, per evaluated sample (or pair, or attack run).
+        what: what was evaluated, for the message (e.g. ``"certify"``).
+        unit: what one entry of ``converged`` is, for the message.
+        allow_unconverged: when True, return without checking (the caller counts those samples as
+            not certified / not robust / outside the bound).
+
+    Raises:
+        ConvergenceError: naming how many samples did not converge and the two ways out.
+    """
+    if allow_unconverged:
+        return
+    n_bad = int((~converged).sum())  # one host sync per evaluation, not per step
+    if n_bad:
+        raise ConvergenceError(
+            f"{what}: the equilibrium solve did not converge for {n_bad} of {converged.numel()} {unit}, and "
+            "a certificate or bound from an unconverged solve is not valid; give the solver a larger "
+            "max_iter or another solver (model.set_solver(...)), or pass allow_unconverged=True to count "
+            "those samples as not certified and not robust"
+        )
 
 
-def check_positive(name: str, value: Any) -> float:
-    """A finite float > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise ConfigurationError(f"{name} must be a finite float > 0, got {value!r}")
-    return float(value)
-
+def converged_fraction(converged: torch.Tensor) -> float:
+    """Fraction of True entries of a bool mask, as a Python float (1.0 for an empty mask)."""
+    return float(converged.double().mean()) if converged.numel() else 1.0
 
 def lipschitz_bound_of(model: nn.Module, lipschitz: float | None = None) -> float:
     """γ in the model's input units: ``lipschitz`` if given, else ``model.lipschitz_bound()``.

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigurationError, ShapeError
+from ..errors import ShapeError
+from ..validation import check_count, check_inputs, check_non_negative, check_positive
 from .evaluation import (
-    check_count,
-    check_inputs,
-    check_positive,
     chunks,
     evaluation_mode,
+    require_converged,
+    run_model,
+    solve_converged,
     with_progress,
 )
 
@@ -33,13 +34,17 @@ class LipschitzEstimate:
         value: the largest ratio ``‖y(x₁) − y(x₂)‖ / ‖x₁ − x₂‖`` found.
         x1: ``(*input_shape)`` the first point of that pair.
         x2: ``(*input_shape)`` the second point of that pair.
-        pair_ratios: ``(pairs,)`` the best ratio reached from each starting pair.
+        pair_ratios: ``(pairs,)`` the best ratio reached from each starting pair (NaN for a
+            pair none of whose evaluations converged).
+        converged_fraction: fraction of the evaluated pairs (over all steps) whose two solves
+            both converged; only those count towards ``value``.
     """
 
     value: float
     x1: torch.Tensor
     x2: torch.Tensor
     pair_ratios: torch.Tensor
+    converged_fraction: float = 1.0
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:
@@ -92,6 +97,7 @@ def empirical_lipschitz(
     random_starts: bool = True,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    allow_unconverged: bool = False,
 ) -> LipschitzEstimate:
     """Lower-bound the ℓ2 Lipschitz constant of ``model`` by gradient ascent over input pairs.
 
@@ -99,8 +105,8 @@ def empirical_lipschitz(
     learning rate) from many start pairs at once: per restart, one pair near each data point and,
     with ``random_starts``, one pair from a Gaussian fitted to the data. Distances below
     ``min_distance`` are lifted to it, so that the equilibrium solver's error (≈ tol · ‖y‖) cannot
-    be divided by a vanishing ‖x₁ − x₂‖. Every pair evaluated is a valid lower bound; the largest is
-    returned. The loop has no host synchronisation of its own.
+    be divided by a vanishing ‖x₁ − x₂‖. Every pair evaluated whose two equilibrium solves converged is
+    a valid lower bound; the largest is returned. The loop has no host synchronisation of its own.
 
     Sizes are relative to the data scale: ``s`` is the RMS spread of ``x`` per coordinate and
     ``R = s·√dim`` the typical distance between data points.
@@ -118,9 +124,14 @@ def empirical_lipschitz(
         random_starts: also start pairs away from the data.
         generator: random generator (on the inputs' device), for reproducibility.
         progress: show a progress bar over the steps.
+        allow_unconverged: when False (default), refuse (after the search) if any solve did not
+            converge; when True, pairs with an unconverged solve are left out of the bound.
 
     Returns:
-        a :class:`LipschitzEstimate` (model-input units).
+        a :class:`LipschitzEstimate` (model-input units); ``value`` is NaN when no pair converged.
+
+    Raises:
+        ConvergenceError: if a solve did not converge and ``allow_unconverged`` is False.
     """
     check_inputs(x)
     check_count("restarts", restarts)
@@ -128,8 +139,7 @@ def empirical_lipschitz(
     check_positive("lr", lr)
     check_positive("init_distance", init_distance)
     check_positive("min_distance", min_distance)
-    if not (isinstance(start_noise, (int, float)) and math.isfinite(start_noise) and start_noise >= 0):
-        raise ConfigurationError(f"start_noise must be a finite float ≥ 0, got {start_noise!r}")
+    check_non_negative("start_noise", start_noise)
     x = x.detach()
     dim = x[0].numel()
     first, s = _start_points(x, restarts, random_starts, float(start_noise), generator)
@@ -145,6 +155,8 @@ def empirical_lipschitz(
 
     best = torch.full((first.shape[0],), float("-inf"), dtype=x.dtype, device=x.device)
     best_first, best_second = first.detach().clone(), first.detach().clone()
+    pairs_converged = torch.zeros((), dtype=torch.float64, device=x.device)
+    pair_always_converged = torch.ones(first.shape[0], dtype=torch.bool, device=x.device)
     with evaluation_mode(model):
         for i in with_progress(range(steps + 1), progress, "Lipschitz search", steps + 1):
             last = i == steps
@@ -152,12 +164,17 @@ def empirical_lipschitz(
                 distance = _flat_norm(offset)
                 lifted = offset * _per_sample((floor / distance.clamp_min(1e-30)).clamp(min=1.0), offset)
                 second = first + lifted
-                y = model(torch.cat([first, second]))
-                y1, y2 = y[: first.shape[0]], y[first.shape[0]:]
+                out = run_model(model, torch.cat([first, second]))
+                n = first.shape[0]
+                y1, y2 = out.logits[:n], out.logits[n:]
+                both = out.converged[:n] & out.converged[n:]
+                pairs_converged = pairs_converged + both.double().sum()
+                pair_always_converged = pair_always_converged & both
                 ratio = _flat_norm(y1 - y2) / _flat_norm(lifted)
-                # NaN compares False: a failed evaluation never becomes the best pair.
-                better = ratio.detach() > best
-                best = torch.where(better, ratio.detach(), best)
+                # NaN compares False: a failed or unconverged evaluation never becomes the best pair.
+                valid_ratio = torch.where(both, ratio.detach(), torch.full_like(ratio.detach(), float("nan")))
+                better = valid_ratio > best
+                best = torch.where(better, valid_ratio, best)
                 best_first = torch.where(_per_sample(better, first), first.detach(), best_first)
                 best_second = torch.where(_per_sample(better, first), second.detach(), best_second)
                 if last:
@@ -167,12 +184,20 @@ def empirical_lipschitz(
                 p.grad = g
             optimizer.step()
             schedule.step()
+    fraction = float(pairs_converged) / (first.shape[0] * (steps + 1))
+    require_converged(pair_always_converged, "empirical_lipschitz", allow_unconverged, "start pairs (at some step)")
+    best = torch.where(best == float("-inf"), torch.full_like(best, float("nan")), best)
     k = int(best.nan_to_num(float("-inf")).argmax())
-    return LipschitzEstimate(float(best[k]), best_first[k], best_second[k], best)
+    return LipschitzEstimate(float(best[k]), best_first[k], best_second[k], best, fraction)
 
 
 def jacobian_norm(
-    model: nn.Module, x: torch.Tensor, *, batch_size: int | None = None, progress: bool = False
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    batch_size: int | None = None,
+    progress: bool = False,
+    allow_unconverged: bool = False,
 ) -> torch.Tensor:
     """Spectral norm of the local Jacobian ∂y/∂x at each input, ``(batch,)`` in model-input units.
 
@@ -187,6 +212,11 @@ def jacobian_norm(
         x: inputs ``(batch, ...)`` in model-input units.
         batch_size: process in chunks of this many samples (all at once when None).
         progress: show a progress bar over the chunks.
+        allow_unconverged: when False (default), refuse if the forward solve or an adjoint solve
+            of a sample did not converge; when True, such samples get NaN.
+
+    Raises:
+        ConvergenceError: if a solve did not converge and ``allow_unconverged`` is False.
     """
     check_inputs(x)
     norms = []
@@ -195,14 +225,18 @@ def jacobian_norm(
         for piece in with_progress(pieces, progress, "Jacobian", len(pieces)):
             xi = x[piece].detach().requires_grad_(True)
             with torch.enable_grad():
-                y = model(xi)
+                out = run_model(model, xi)
+                y, converged = out.logits, out.converged
                 if y.dim() != 2:
                     raise ShapeError(f"jacobian_norm needs outputs shaped (batch, outputs), got {tuple(y.shape)}")
                 n_out = y.shape[1]
                 # Samples are independent, so the gradient of a column sum is each sample's row.
-                rows = [
-                    torch.autograd.grad(y[:, k].sum(), xi, retain_graph=k < n_out - 1)[0].flatten(1)
-                    for k in range(n_out)
-                ]
-            norms.append(torch.linalg.matrix_norm(torch.stack(rows, dim=1), ord=2))
+                rows = []
+                for k in range(n_out):
+                    rows.append(torch.autograd.grad(y[:, k].sum(), xi, retain_graph=k < n_out - 1)[0].flatten(1))
+                    # Each row's adjoint solve must converge too: it is the implicit gradient.
+                    converged = converged & solve_converged(model, xi.shape[0], "backward", converged.device)
+            require_converged(converged, "jacobian_norm", allow_unconverged)
+            norm = torch.linalg.matrix_norm(torch.stack(rows, dim=1), ord=2)
+            norms.append(torch.where(converged, norm, torch.full_like(norm, float("nan"))))
     return torch.cat(norms)

@@ -17,17 +17,17 @@ from torch import nn
 
 from ..errors import ConfigurationError, ShapeError
 from ..normalization import Normalization
+from ..validation import check_count, check_eps, check_inputs, check_logits
 from .attacks import pgd_attack
 from .certificates import certified_correct
 from .evaluation import (
-    check_count,
-    check_eps,
-    check_inputs,
-    check_logits,
+    converged_fraction,
     evaluation_mode,
     input_scale,
     model_device,
     model_dtype,
+    require_converged,
+    run_model,
     to_model_units,
     units_name,
     with_progress,
@@ -83,6 +83,7 @@ def robustness_report(
     lipschitz_steps: int = 100,
     seed: int = 0,
     progress: bool = False,
+    allow_unconverged: bool = False,
 ) -> list[dict[str, Any]]:
     """Evaluate each model's clean, certified and attack accuracy and the tightness of its bound.
 
@@ -104,6 +105,10 @@ def robustness_report(
             :func:`~lben_ode.robustness.empirical_lipschitz` settings.
         seed: seed of the random starts (attacks and Lipschitz search), per model.
         progress: show progress bars.
+        allow_unconverged: when False (default), refuse as soon as an equilibrium solve does not
+            converge (the clean pass of each batch is checked before its attacks); when True, a
+            sample whose solve did not converge is neither certified nor robust and no pair or
+            Jacobian from such a solve enters the Lipschitz lower bound.
 
     Returns:
         one dict per model with keys ``model``, ``units``, ``samples``, ``attack_samples``,
@@ -111,7 +116,14 @@ def robustness_report(
         ``clean_accuracy``, ``eps``, ``certified_accuracy`` (list per ε, None without a bound),
         ``attack_accuracy`` (list per ε), ``empirical_lipschitz``, ``jacobian_norm_max``,
         ``lower_bound`` (the larger of the two) and ``tightness`` (lower_bound / γ, None without a
-        bound). Accuracies are fractions in [0, 1].
+        bound), and the fractions of converged solves behind them: ``converged_fraction`` (clean
+        pass, all samples), ``attack_converged_fraction`` (per ε, attacked samples whose every
+        solve converged; None without attacks), ``lipschitz_converged_fraction`` (pair
+        evaluations of the search) and ``jacobian_converged_fraction``. Accuracies are fractions
+        in [0, 1].
+
+    Raises:
+        ConvergenceError: if a solve did not converge and ``allow_unconverged`` is False.
     """
     radii = check_eps(eps)
     check_count("batch_size", batch_size)
@@ -127,9 +139,10 @@ def robustness_report(
         generator.manual_seed(seed)
         gamma = _bound_or_none(model)
         scale = input_scale(normalization)
-        n_total = n_correct = n_attacked = 0
+        n_total = n_correct = n_attacked = n_converged = 0
         certified = torch.zeros(len(radii), dtype=torch.float64)
         robust = torch.zeros(len(radii), dtype=torch.float64)
+        attack_converged = torch.zeros(len(radii), dtype=torch.float64)
         pool: list[torch.Tensor] = []
         n_pool = 0
         batches = _batches(data, batch_size)
@@ -138,21 +151,27 @@ def robustness_report(
             check_inputs(x_raw, labels, "x")
             x_model = to_model_units(x_raw, normalization)
             with evaluation_mode(model), torch.no_grad():
-                logits = model(x_model)
+                out = run_model(model, x_model)
+            logits = out.logits
             check_logits(logits, labels)
+            require_converged(out.converged, f"robustness_report ({name})", allow_unconverged)
             n_total += x_raw.shape[0]
             n_correct += int((logits.argmax(dim=1) == labels).sum())
+            n_converged += int(out.converged.sum())
             if gamma is not None:
-                certified += certified_correct(logits, labels, gamma, radii, scale).sum(dim=0).cpu().double()
+                certified += (
+                    certified_correct(logits, labels, gamma, radii, scale, out.converged).sum(dim=0).cpu().double()
+                )
             take = x_raw.shape[0] if attack_samples is None else min(x_raw.shape[0], attack_samples - n_attacked)
             if take > 0:
                 for j, e in enumerate(radii):
                     result = pgd_attack(
                         model, x_raw[:take], labels[:take], e, normalization, steps=attack_steps,
                         restarts=attack_restarts, step_size=attack_step_size, loss=attack_loss,
-                        targets=attack_targets, generator=generator,
+                        targets=attack_targets, generator=generator, allow_unconverged=allow_unconverged,
                     )
                     robust[j] += float(result.robust.sum())
+                    attack_converged[j] += float(result.converged.sum())
                 n_attacked += take
             if n_pool < lipschitz_samples:
                 pool.append(x_model[: lipschitz_samples - n_pool].detach())
@@ -162,10 +181,13 @@ def robustness_report(
         points = torch.cat(pool)
         estimate = empirical_lipschitz(
             model, points, restarts=lipschitz_restarts, steps=lipschitz_steps, generator=generator,
-            progress=progress,
+            progress=progress, allow_unconverged=allow_unconverged,
         )
-        jac_max = float(jacobian_norm(model, points, batch_size=batch_size).max())
-        lower = max(estimate.value, jac_max)
+        jac = jacobian_norm(model, points, batch_size=batch_size, allow_unconverged=allow_unconverged)
+        jac_converged = ~jac.isnan()
+        # Unconverged samples are NaN: the bound is the largest over the converged ones (NaN if none).
+        jac_max = float(jac[jac_converged].max()) if bool(jac_converged.any()) else math.nan
+        lower = max((v for v in (estimate.value, jac_max) if not math.isnan(v)), default=math.nan)
         rows.append(
             {
                 "model": name,
@@ -182,6 +204,10 @@ def robustness_report(
                 "jacobian_norm_max": jac_max,
                 "lower_bound": lower,
                 "tightness": None if gamma is None else lower / gamma,
+                "converged_fraction": n_converged / n_total,
+                "attack_converged_fraction": (attack_converged / n_attacked).tolist() if n_attacked else None,
+                "lipschitz_converged_fraction": estimate.converged_fraction,
+                "jacobian_converged_fraction": converged_fraction(jac_converged),
             }
         )
     return rows
@@ -191,19 +217,29 @@ def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
+def all_converged(row: dict[str, Any]) -> bool:
+    """Whether every solve behind a :func:`robustness_report` row converged (clean, attacks, Lipschitz)."""
+    fractions = [row["converged_fraction"], row["lipschitz_converged_fraction"], row["jacobian_converged_fraction"]]
+    fractions += row["attack_converged_fraction"] or []
+    return all(f == 1.0 for f in fractions)
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows of :func:`robustness_report` as an aligned plain-text table.
 
     Accuracies are shown in percent; γ and the Lipschitz lower bound ``L_low`` in model-input
-    units, and γ also in the units of ε (each row's ``units``, e.g. raw pixels). All rows must
-    share the same ε.
+    units, and γ also in the units of ε (each row's ``units``, e.g. raw pixels). ``conv %`` is the
+    percentage of the clean pass's solves that converged (samples that did not are never
+    certified); ``all conv`` is ``no`` when any solve behind the row (attacks and Lipschitz
+    search included) did not converge. All rows must share the same ε.
     """
     if not rows:
         return ""
     radii = rows[0]["eps"]
     if any(r["eps"] != radii for r in rows):
         raise ConfigurationError("format_table needs rows evaluated at the same eps")
-    header = ["model", "ε units", "γ model", "L_low model", "L_low/γ", "γ in ε units", "clean %"]
+    header = ["model", "ε units", "γ model", "L_low model", "L_low/γ", "γ in ε units", "conv %", "all conv",
+              "clean %"]
     header += [f"cert@{e:g} %" for e in radii] + [f"pgd@{e:g} %" for e in radii]
     body = []
     for r in rows:
@@ -217,6 +253,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                 _fmt(r["lower_bound"], ".4g"),
                 _fmt(r["tightness"], ".3f"),
                 _fmt(r.get("gamma_input_units"), ".4g"),
+                _fmt(100 * r["converged_fraction"], ".1f"),
+                "yes" if all_converged(r) else "no",
                 _fmt(100 * r["clean_accuracy"], ".1f"),
                 *(_fmt(None if c is None else 100 * c, ".1f") for c in cert),
                 *(_fmt(None if a is None else 100 * a, ".1f") for a in attack),

@@ -292,3 +292,67 @@ def test_lipschitz_search_stays_below_gamma(tmp_path, digits, trained):
 def test_bad_robustness_options(kwargs, match):
     with pytest.raises(ConfigurationError, match=match):
         LBENClassifier(tiny_lben(), **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore::lben_ode.ConvergenceWarning")
+def test_unconverged_solves_are_never_certified_nor_robust(tmp_path, digits, trained):
+    model = copy.deepcopy(trained.model)
+    model.set_solver("pr", max_iter=1, check_every=1)  # one iteration: the equilibria are not found
+    x, y = digits.dataset("test").inputs[:32], digits.dataset("test").labels[:32]
+    with torch.no_grad():
+        logits = model(x)
+    converged = model.solver_stats["forward"].converged
+    correct = logits.argmax(1) == y
+    assert correct.double().mean() > 0.2 and converged.double().mean() < 0.5  # the check is not vacuous
+    # What the margin alone would claim at ε = 0: every correct sample.
+    assert bool(lben_ode.robustness.certified_correct(logits, y, 2.0, [0.0])[correct].all())
+    module = LBENClassifier(
+        model, certify_eps=[0.0], normalization=digits.normalization, attack_eps=[0.0],
+        lipschitz_search=True, lipschitz_samples=8, lipschitz_options={"steps": 2, "restarts": 1},
+    )
+    loader = DataLoader(TensorBatches(x, y), batch_size=32, collate_fn=pass_batch)
+    (result,) = quick_trainer(tmp_path).test(module, loader, verbose=False)
+    honest = (correct & converged).double().mean().item()
+    assert result["test/acc"] == pytest.approx(correct.double().mean().item(), abs=1e-6)
+    assert result["test/certified/acc_raw_eps0"] == pytest.approx(honest, abs=1e-6)
+    assert result["test/attack/acc_raw_eps0"] == pytest.approx(honest, abs=1e-6)
+    fraction = converged.double().mean().item()
+    assert result["test/certified/converged_fraction"] == pytest.approx(fraction, abs=1e-6)
+    assert result["test/forward/converged_fraction"] == pytest.approx(fraction, abs=1e-6)
+    assert result["test/attack/converged_fraction"] == pytest.approx(fraction, abs=1e-6)
+    assert result["test/lipschitz/converged_fraction"] < 1.0
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_fit_solves_in_float32(tmp_path, digits, precision):
+    # On a CPU Lightning runs 16-mixed as bf16-mixed (with a warning); both autocast the step.
+    torch.manual_seed(0)
+    module = LBENClassifier(tiny_lben(), solver="pr", solver_options={"tol": 1e-5}, lr=1e-2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*AMP with fp16 is not supported on CPU.*")
+        trainer = quick_trainer(tmp_path, precision=precision, max_epochs=1, limit_train_batches=4,
+                                limit_val_batches=1)
+    trainer.fit(module, digits)
+    assert trainer.precision == "bf16-mixed"
+    metrics = trainer.callback_metrics
+    assert math.isfinite(float(metrics["train/loss"])) and float(metrics["val/forward/converged_fraction"]) == 1.0
+    assert float(metrics["train/backward/converged_fraction"]) == 1.0
+    assert all(p.dtype == torch.float32 for p in module.parameters())
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
+def test_half_precision_weights_are_refused_with_one_clear_error(tmp_path, digits, precision):
+    module = LBENClassifier(tiny_lben())
+    trainer = quick_trainer(tmp_path, precision=precision, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
+    with pytest.raises(ConfigurationError, match=rf"precision '{precision}'.*'16-mixed' or 'bf16-mixed'"):
+        trainer.fit(module, digits)
+
+
+def test_labels_outside_the_class_range_are_refused(tmp_path):
+    module = LBENClassifier(tiny_lben())
+    x = torch.randn(8, 64)
+    y = torch.tensor([0, 1, 2, 3, 4, 5, 6, 12])
+    with pytest.raises(ShapeError, match=r"class indices in \[0, 9\], got \[12\]"):
+        module.training_step((x, y), 0)
+    with pytest.raises(ShapeError, match=r"class indices in \[0, 9\], got \[-1\]"):
+        module.validation_step((x, torch.tensor([0, 1, 2, 3, 4, 5, 6, -1])), 0)

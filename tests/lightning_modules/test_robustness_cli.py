@@ -200,3 +200,35 @@ def test_argument_helpers():
     assert checkpoint_names(paths[:2], ["x", "y"]) == ["x", "y"]
     with pytest.raises(Exception, match="one per checkpoint"):
         checkpoint_names(paths, ["x"])
+
+
+@pytest.mark.filterwarnings("ignore::lben_ode.ConvergenceWarning")
+def test_unconverged_solves_are_refused_or_never_certified(trained, tmp_path, capsys):
+    # One iteration leaves every equilibrium unsolved: no certificate may come out of it.
+    quick = ["--ckpt", str(trained["last"]), "--samples", "20", "--eps", "0,0.02", "--solver-option", "max_iter=1",
+             "--attack-steps", "2", "--attack-restarts", "1", "--lipschitz-samples", "4", "--lipschitz-steps", "2"]
+    err = fails(["robustness", *quick, "--out", str(tmp_path / "refused")], capsys)
+    assert "ConvergenceError" in err and "20 of 20 samples" in err and "--allow-unconverged" in err
+    assert not (tmp_path / "refused").exists()
+
+    out = tmp_path / "allowed"
+    main(["robustness", *quick, "--allow-unconverged", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert "did not converge" in captured.err
+    (row,) = json.loads((out / "robustness.json").read_text())["rows"]
+    assert row["converged_fraction"] == 0.0 and row["jacobian_converged_fraction"] == 0.0
+    assert row["certified_accuracy"] == [0.0, 0.0] and row["attack_accuracy"] == [0.0, 0.0]
+    assert row["clean_accuracy"] > 0  # the iterate classifies some digits, but certifies none
+    csv_rows = read_csv(out / "robustness.csv")
+    assert [float(r["converged_fraction"]) for r in csv_rows] == [0.0, 0.0]
+    assert [float(r["attack_converged_fraction"]) for r in csv_rows] == [0.0, 0.0]
+    header, _, line = (out / "robustness.txt").read_text().splitlines()
+    assert "conv %" in header and line.split()[6:8] == ["0.0", "no"]
+
+    # A converged evaluation of the same checkpoint says so in every file.
+    ok = tmp_path / "converged"
+    main(["robustness", *quick[:6], *quick[8:], "--out", str(ok)])
+    (row,) = json.loads((ok / "robustness.json").read_text())["rows"]
+    assert row["converged_fraction"] == row["lipschitz_converged_fraction"] == 1.0
+    assert row["certified_accuracy"][0] == pytest.approx(row["clean_accuracy"])
+    assert row["certified_accuracy"][1] > 0

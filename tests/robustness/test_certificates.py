@@ -81,3 +81,21 @@ def test_certify_rejects_bad_input(identity_classifier) -> None:
         certify(identity_classifier, POINTS, LABELS, EPS, batch_size=0)
     with pytest.raises(ConfigurationError, match="lipschitz"):
         certify(identity_classifier, POINTS, LABELS, EPS, lipschitz=-1.0)
+
+
+def test_certified_accuracy_and_correct_refuse_bad_radii_and_labels() -> None:
+    from lben_ode.robustness import certified_correct
+
+    for bad in ([0.1, -0.2], -0.5, [float("nan")], []):
+        with pytest.raises(ConfigurationError, match="eps"):
+            certified_accuracy(POINTS, LABELS, GAMMA, bad)
+        with pytest.raises(ConfigurationError, match="eps"):
+            certified_correct(POINTS, LABELS, GAMMA, bad)
+    with pytest.raises(ShapeError, match=r"class indices in \[0, 1\], got \[2, -1\]"):
+        certified_accuracy(POINTS, torch.tensor([0, 2, -1, 1]), GAMMA, EPS)
+    with pytest.raises(ShapeError, match="integer"):
+        certified_accuracy(POINTS, LABELS.double(), GAMMA, EPS)
+    with pytest.raises(ShapeError, match="converged"):
+        certified_accuracy(POINTS, LABELS, GAMMA, EPS, converged=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ConfigurationError, match="gamma"):
+        certified_accuracy(POINTS, LABELS, -1.0, EPS)
