@@ -62,11 +62,12 @@ def rk4_reference(
     u_of_t: Callable[[float], torch.Tensor],
     times: np.ndarray,
     z0: torch.Tensor,
-    substeps: int,
+    max_step: float,
 ) -> torch.Tensor:
     """z at ``times`` for ``dz/dt = −z + σ(Wz + U u(t) + b_z)`` by classical RK4 in float64.
 
-    ``u_of_t(t)`` gives the input ``(batch, m)``; each interval gets ``substeps`` equal steps, and
+    ``u_of_t(t)`` gives the input ``(batch, m)``; each interval gets equal steps of at most
+    ``max_step``, and
     each step's stages evaluate u inside the interval (a left-limit at its right end), so
     piecewise-constant inputs are integrated without stepping across a jump.
     """
@@ -75,6 +76,7 @@ def rk4_reference(
     out = [z]
     for k in range(len(times) - 1):
         t0, t1 = float(times[k]), float(times[k + 1])
+        substeps = max(1, int(np.ceil((t1 - t0) / max_step)))
         h = (t1 - t0) / substeps
         for j in range(substeps):
             s = t0 + j * h
