@@ -16,15 +16,15 @@ IRREGULAR = torch.tensor([0.0, 0.2, 0.25, 0.9, 1.5, 1.55, 2.6, 3.0], dtype=F64)
 
 
 def _reference_input(times: torch.Tensor, u: torch.Tensor, kind: str):
-    """u(t) from its samples, written with numpy (linear: np.interp; zoh: the last sample ≤ t)."""
+    """u(t) from its samples, written with numpy (linear between neighbours; zoh: the last sample ≤ t)."""
     tt, uu = times.numpy(), u.detach().numpy()
 
     def u_of_t(s: float) -> torch.Tensor:
-        if kind == "linear":
-            cols = [[np.interp(s, tt, uu[b, :, j]) for j in range(uu.shape[2])] for b in range(uu.shape[0])]
-            return torch.tensor(cols, dtype=F64)
         k = max(0, int(np.searchsorted(tt, s, side="right")) - 1)
-        return torch.tensor(uu[:, k], dtype=F64)
+        if kind == "zoh" or k == len(tt) - 1:
+            return torch.from_numpy(uu[:, k])
+        w = (s - tt[k]) / (tt[k + 1] - tt[k])
+        return torch.from_numpy((1 - w) * uu[:, k] + w * uu[:, k + 1])
 
     return u_of_t
 
@@ -49,7 +49,7 @@ def test_simulation_matches_an_independent_rk4_on_an_irregular_grid(
     z = model.states(u, IRREGULAR, z0)
     cert = model.certificate()
     expected = ct_reference.rk4_reference(
-        cert, torch.tanh, _reference_input(IRREGULAR, u, interpolation), IRREGULAR.numpy(), z0, max_step=0.002
+        cert, torch.tanh, _reference_input(IRREGULAR, u, interpolation), IRREGULAR.numpy(), z0, max_step=0.004
     )
     torch.testing.assert_close(z.detach(), expected, rtol=0, atol=1e-7)
     y = model(u, IRREGULAR, z0)
@@ -71,10 +71,10 @@ def test_initial_state_defaults_to_zero_broadcasts_and_single_time_returns_it() 
 def test_contraction_measured_in_the_P_norm(ct_reference, activation) -> None:
     """Same input, different z0: ‖Δz(t)‖_P ≤ e^{−α(t − t0)}‖Δz(t0)‖_P at every sample time."""
     alpha = 0.5
-    t = torch.linspace(0, 6, 13, dtype=F64)
+    t = torch.linspace(0, 5, 11, dtype=F64)
     worst_rate = math.inf
     pairs = 3
-    for seed in range(2):
+    for seed in range(1):
         torch.manual_seed(seed)
         model = ContractingLBEN(
             2, 1, 5, gamma=None, contraction_rate=alpha, activation=activation, rtol=1e-8, atol=1e-10
@@ -156,11 +156,11 @@ def test_incremental_gain_measured_never_exceeds_gamma(trained) -> None:
         t = torch.linspace(0, 4, 33, dtype=F64)
         u = torch.randn(4, 33, 2, dtype=F64)
         opt = torch.optim.Adam(model.parameters(), lr=0.05)
-        for _ in range(12):
+        for _ in range(8):
             opt.zero_grad()
             (model(u, t) - 3 * u.flip(-1)).square().mean().backward()
             opt.step()
-    found = _adversarial_gain(model, pairs=3, iterations=15, seed=0)
+    found = _adversarial_gain(model, pairs=3, iterations=12, seed=0)
     print(f"\n[trained={trained}] largest measured gain ratio √(∫|Δy|²/∫|Δu|²) = {math.sqrt(found):.4f}, γ = {gamma}")
     # Slack: the quadrature of ∫|Δy|² (Simpson, O(h⁴)) and the integration tolerance.
     assert found <= gamma**2 * (1 + 1e-4)
@@ -196,8 +196,8 @@ def test_adjoint_and_backprop_gradients_agree(interpolation) -> None:
     torch.manual_seed(3)
     model = ContractingLBEN(2, 2, 4, activation="softplus", interpolation=interpolation, rtol=1e-9, atol=1e-11)
     model = model.double()
-    t = torch.linspace(0, 1.5, 6, dtype=F64)
-    u = torch.randn(2, 6, 2, dtype=F64, requires_grad=True)
+    t = torch.linspace(0, 1.2, 4, dtype=F64)
+    u = torch.randn(2, 4, 2, dtype=F64, requires_grad=True)
     grads = {}
     for gradient in ("backprop", "adjoint"):
         model.set_integrator(gradient=gradient)
