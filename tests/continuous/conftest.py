@@ -58,22 +58,25 @@ def lben_conditions(cert) -> tuple[float, float | None]:
 
 def rk4_reference(
     cert,
-    sigma: Callable[[torch.Tensor], torch.Tensor],
-    u_of_t: Callable[[float], torch.Tensor],
+    sigma: Callable[[np.ndarray], np.ndarray],
+    u_of_t: Callable[[float], np.ndarray],
     times: np.ndarray,
     z0: torch.Tensor,
     max_step: float,
 ) -> torch.Tensor:
-    """z at ``times`` for ``dz/dt = −z + σ(Wz + U u(t) + b_z)`` by classical RK4 in float64.
+    """z at ``times`` for ``dz/dt = −z + σ(Wz + U u(t) + b_z)`` by classical RK4 in float64 numpy.
 
     ``u_of_t(t)`` gives the input ``(batch, m)``; each interval gets equal steps of at most
-    ``max_step``, and
-    each step's stages evaluate u inside the interval (a left-limit at its right end), so
-    piecewise-constant inputs are integrated without stepping across a jump.
+    ``max_step``, and each step's stages evaluate u inside the interval (a left-limit at its right
+    end), so piecewise-constant inputs are integrated without stepping across a jump.
     """
-    W, U, b = cert.W.double(), cert.U.double(), cert.b_z.double()
-    z = z0.double()
+    W, U, b = (x.detach().double().numpy() for x in (cert.W, cert.U, cert.b_z))
+    z = z0.detach().double().numpy()
     out = [z]
+
+    def f(t: float, z: np.ndarray) -> np.ndarray:
+        return -z + sigma(z @ W.T + u_of_t(t) @ U.T + b)
+
     for k in range(len(times) - 1):
         t0, t1 = float(times[k]), float(times[k + 1])
         substeps = max(1, int(np.ceil((t1 - t0) / max_step)))
@@ -81,17 +84,13 @@ def rk4_reference(
         for j in range(substeps):
             s = t0 + j * h
             inner = min(s + h, t1 - 1e-12 * max(1.0, abs(t1)))
-
-            def f(t: float, z: torch.Tensor) -> torch.Tensor:
-                return -z + sigma(z @ W.T + u_of_t(t) @ U.T + b)
-
             k1 = f(s, z)
             k2 = f(s + h / 2, z + h / 2 * k1)
             k3 = f(s + h / 2, z + h / 2 * k2)
             k4 = f(inner, z + h * k3)
             z = z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         out.append(z)
-    return torch.stack(out, dim=1)
+    return torch.from_numpy(np.stack(out, axis=1))
 
 
 def randomize(model: torch.nn.Module, scale: float, generator: torch.Generator, log_lambda_scale: float = 1.0) -> None:
