@@ -94,24 +94,30 @@ def measure(
     )
 
 
-def print_table(rows: list[Row], args: argparse.Namespace) -> None:
-    """The results as a fixed-width table."""
+HEADER = (
+    f"{'width':>5} {'method':>8} {'gradient':>8} {'fwd ms':>9} {'fwd evals':>9} {'accepted':>8} "
+    f"{'rejected':>8} {'bwd ms':>9} {'bwd evals':>9}"
+)
+
+
+def print_header(args: argparse.Namespace) -> None:
+    """The settings and the table's header."""
     print(
         f"batch {args.batch}, sequence length {args.length} (dt {args.dt}), input {args.input_size}, "
         f"output {args.output_size}, activation {args.activation}, {torch.get_num_threads()} thread(s), "
         f"device {args.device}"
     )
-    header = (
-        f"{'width':>5} {'method':>8} {'gradient':>8} {'fwd ms':>9} {'fwd evals':>9} {'accepted':>8} "
-        f"{'rejected':>8} {'bwd ms':>9} {'bwd evals':>9}"
+    print(HEADER)
+    print("-" * len(HEADER), flush=True)
+
+
+def print_row(r: Row) -> None:
+    """One line of the table, printed as soon as it is measured."""
+    print(
+        f"{r.width:>5} {r.method:>8} {r.gradient:>8} {r.forward_ms:>9.1f} {r.forward_evaluations:>9} "
+        f"{r.accepted_steps:>8} {r.rejected_steps:>8} {r.backward_ms:>9.1f} {r.backward_evaluations:>9}",
+        flush=True,
     )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r.width:>5} {r.method:>8} {r.gradient:>8} {r.forward_ms:>9.1f} {r.forward_evaluations:>9} "
-            f"{r.accepted_steps:>8} {r.rejected_steps:>8} {r.backward_ms:>9.1f} {r.backward_evaluations:>9}"
-        )
 
 
 def main() -> None:
@@ -134,13 +140,11 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     u = input_signals(args.batch, args.length, args.input_size, args.dt, generator).to(device)
     t = (torch.arange(args.length) * args.dt).to(device)
-    rows = [
-        measure(width, method, gradient, args, u, t)
-        for width in args.widths
-        for method in args.methods
-        for gradient in args.gradients
-    ]
-    print_table(rows, args)
+    print_header(args)
+    for width in args.widths:
+        for method in args.methods:
+            for gradient in args.gradients:
+                print_row(measure(width, method, gradient, args, u, t))
 
 
 if __name__ == "__main__":
