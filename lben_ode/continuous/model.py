@@ -165,11 +165,20 @@ class ContractingLBEN(nn.Module):
 
         Args:
             u: input samples ``(batch, T, input_size)`` at the times ``t``.
-            t: ``(T,)`` strictly increasing, finite sample times, shared by the batch.
+            t: ``(T,)`` strictly increasing, finite sample times, shared by the batch (any floating
+                dtype; integrated in float64; no gradient flows to t).
             z0: the state at ``t[0]``, ``(batch, width)`` or ``(width,)``; zeros when None.
 
         Returns:
             y, ``(batch, T, output_size)``; ``y[:, 0]`` is the output of z0.
+
+        Raises:
+            ShapeError: u or z0 of the wrong type, shape, dtype or device.
+            TimeGridError: t not a 1-D floating tensor of len T, or not strictly increasing.
+            NonFiniteInputError: NaN or infinity in u, t or z0.
+            ConfigurationError: a fixed step that breaks the step rule with ``step_check="raise"``
+                (with ``"warn"``, the default, a :class:`StepSizeWarning`).
+            IntegrationError: the step budget ran out or torchdiffeq gave up.
         """
         weights = self.weights()
         z = self._simulate(weights, u, t, z0)
