@@ -181,15 +181,21 @@ class ContractingLBEN(nn.Module):
             IntegrationError: the step budget ran out or torchdiffeq gave up.
         """
         weights = self.weights()
-        z = self._simulate(weights, u, t, z0)
+        # A warning names the caller's line: past _simulate, forward and nn.Module's two call frames.
+        z = self._simulate(weights, u, t, z0, warning_stacklevel=5)
         return z @ weights.W_o.T + weights.b_y
 
     def states(self, u: torch.Tensor, t: torch.Tensor, z0: torch.Tensor | None = None) -> torch.Tensor:
         """The states z at the sample times, ``(batch, T, width)``; arguments as in :meth:`forward`."""
-        return self._simulate(self.weights(), u, t, z0)
+        return self._simulate(self.weights(), u, t, z0, warning_stacklevel=3)
 
     def _simulate(
-        self, weights: ContractingWeights, u: torch.Tensor, t: torch.Tensor, z0: torch.Tensor | None
+        self,
+        weights: ContractingWeights,
+        u: torch.Tensor,
+        t: torch.Tensor,
+        z0: torch.Tensor | None,
+        warning_stacklevel: int,
     ) -> torch.Tensor:
         dtype, device = weights.W.dtype, weights.W.device
         self._check_signal(u, dtype, device)
@@ -202,7 +208,7 @@ class ContractingLBEN(nn.Module):
             if problem is not None:
                 if config.options["step_check"] == "raise":
                     raise ConfigurationError(problem)
-                warnings.warn(problem, StepSizeWarning, stacklevel=3)
+                warnings.warn(problem, StepSizeWarning, stacklevel=warning_stacklevel)
         injection = u @ weights.U.T + weights.b_z
         z, stats = simulate(weights.W, injection, times, z0, self.activation, config, self.interpolation)
         self.simulation_stats = stats

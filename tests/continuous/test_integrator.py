@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 
@@ -128,3 +129,15 @@ def test_step_size_option_subdivides_sample_intervals() -> None:
     steps = math.ceil(0.25 / 0.1) + math.ceil(0.05 / 0.1) + math.ceil(0.7 / 0.1)
     assert model.simulation_stats.accepted_steps == steps
     assert model.simulation_stats.function_evaluations == 4 * steps
+
+
+def test_step_size_warning_names_the_calling_line() -> None:
+    model = ContractingLBEN(1, 1, 2, method="euler", contraction_rate=0.0)
+    u, t = torch.zeros(1, 3, 1), torch.tensor([0.0, 1.0, 2.0])
+    for call in (model, model.states):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            line = inspect.currentframe().f_lineno + 1
+            call(u, t)
+        found = [w for w in record if issubclass(w.category, StepSizeWarning)]
+        assert found and all((w.filename, w.lineno) == (__file__, line) for w in found)
