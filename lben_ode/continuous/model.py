@@ -209,8 +209,9 @@ class ContractingLBEN(nn.Module):
                 if config.options["step_check"] == "raise":
                     raise ConfigurationError(problem)
                 warnings.warn(problem, StepSizeWarning, stacklevel=warning_stacklevel)
-        injection = u @ weights.U.T + weights.b_z
-        z, stats = simulate(weights.W, injection, times, z0, self.activation, config, self.interpolation)
+        z, stats = simulate(
+            weights.W, weights.U, weights.b_z, u, times, z0, self.activation, config, self.interpolation
+        )
         self.simulation_stats = stats
         return z
 

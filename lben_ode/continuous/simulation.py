@@ -17,30 +17,48 @@ from .stats import SimulationStats
 
 
 class DrivenDynamics(CountingDynamics):
-    """The vector field ``f(t, z) = −z + σ(z Wᵀ + e(t))`` with ``e(t) = U u(t) + b_z`` interpolated.
+    """The vector field ``f(t, z) = −z + σ(z Wᵀ + e(t))`` with ``e(t) = U u(t) + b_z``.
 
-    It counts evaluations and steps as :class:`~lben_ode.solvers.ode_dynamics.CountingDynamics`
-    does (the input makes it time-dependent, so ``forward`` is its own).
+    Either ``signal`` is the injection e itself (interpolated from ``U u_k + b_z``, the cheaper
+    evaluation) or, with ``input_weight_t`` and ``bias`` given, the input u, and the injection is
+    formed at each evaluation (what the adjoint method needs: its state then carries gradients of
+    U and b_z instead of one of the whole injection sequence). It counts evaluations and steps as
+    :class:`~lben_ode.solvers.ode_dynamics.CountingDynamics` does (the input makes it
+    time-dependent, so ``forward`` is its own).
 
     Args:
         weight_t: Wᵀ, ``(n, n)``.
-        injection: the signal ``e(t)``, ``(batch, n)`` at each time.
+        signal: e(t) ``(batch, n)``, or u(t) ``(batch, m)`` with ``input_weight_t``.
         activation: σ.
         adaptive: whether the method is adaptive (it then counts accepted steps separately).
+        input_weight_t: Uᵀ, ``(m, n)``, or None.
+        bias: b_z, ``(n,)``, with ``input_weight_t``.
     """
 
     def __init__(
-        self, weight_t: torch.Tensor, injection: SampledSignal, activation: Activation, adaptive: bool
+        self,
+        weight_t: torch.Tensor,
+        signal: SampledSignal,
+        activation: Activation,
+        adaptive: bool,
+        input_weight_t: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
     ) -> None:
         super().__init__(fixed_point_map=None, adaptive=adaptive)  # type: ignore[arg-type]  (forward is overridden)
         self.weight_t = weight_t
-        self.injection = injection
+        self.signal = signal
         self.activation = activation
+        self.input_weight_t = input_weight_t
+        self.bias = bias
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """dz/dt at time ``t`` and state ``z`` ``(batch, n)``."""
         self.evaluations += 1
-        return self.activation(z @ self.weight_t + self.injection(t)) - z
+        if self.input_weight_t is None:
+            injection = self.signal(t)
+        else:
+            injection = self.signal(t) @ self.input_weight_t + self.bias
+        return self.activation(z @ self.weight_t + injection) - z
 
 
 def _synchronize(device: torch.device) -> None:
@@ -70,7 +88,9 @@ def method_options(config: IntegratorConfig, times: torch.Tensor, interpolation:
 
 def simulate(
     W: torch.Tensor,
-    injection_samples: torch.Tensor,
+    U: torch.Tensor,
+    b_z: torch.Tensor,
+    u: torch.Tensor,
     times: torch.Tensor,
     z0: torch.Tensor,
     activation: Activation,
@@ -80,8 +100,8 @@ def simulate(
     """The state at every sample time.
 
     Args:
-        W: ``(n, n)``, with its graph.
-        injection_samples: ``U u_k + b_z`` at the sample times, ``(batch, T, n)``, with its graph.
+        W, U, b_z: ``(n, n)``, ``(n, m)``, ``(n,)``, with their graphs.
+        u: the input samples ``(batch, T, m)``.
         times: ``(T,)`` strictly increasing, float64.
         z0: the state at ``times[0]``, ``(batch, n)``.
         activation: σ.
@@ -95,9 +115,17 @@ def simulate(
         IntegrationError: the step budget ran out, or torchdiffeq gave up (step size underflow,
             non-finite state).
     """
-    signal = SampledSignal(times, injection_samples, interpolation)
     weight_t = W.T
-    dynamics = DrivenDynamics(weight_t, signal, activation, config.adaptive)
+    adjoint = config.gradient == "adjoint"
+    if adjoint:
+        input_weight_t = U.T
+        dynamics = DrivenDynamics(
+            weight_t, SampledSignal(times, u, interpolation), activation, config.adaptive, input_weight_t, b_z
+        )
+    else:
+        # U u_k + b_z once for all samples: linear interpolation commutes with the affine map.
+        injection = u @ U.T + b_z
+        dynamics = DrivenDynamics(weight_t, SampledSignal(times, injection, interpolation), activation, config.adaptive)
     dynamics.step_limit = config.options["max_steps"]
     options = method_options(config, times, interpolation)
     rtol, atol = config.tolerances
@@ -106,7 +134,7 @@ def simulate(
     try:
         if times.numel() == 1:
             path = z0[None]
-        elif config.gradient == "adjoint":
+        elif adjoint:
             adjoint_rtol, adjoint_atol = config.adjoint_tolerances
             adjoint_options = {**options, "norm": "seminorm"} if config.adaptive else dict(options)
             path = odeint_adjoint(
@@ -120,7 +148,7 @@ def simulate(
                 adjoint_rtol=adjoint_rtol,
                 adjoint_atol=adjoint_atol,
                 adjoint_options=adjoint_options,
-                adjoint_params=(weight_t, injection_samples),
+                adjoint_params=(weight_t, input_weight_t, b_z, u),  # those without grad are dropped
             )
         else:
             path = odeint(dynamics, z0, times, rtol=rtol, atol=atol, method=config.method, options=options)
