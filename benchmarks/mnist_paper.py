@@ -444,7 +444,8 @@ def write_outputs(
         s_header, s_body = display_summary(summary, args.eps)
         s_caption = (
             f"Over seeds {', '.join(map(str, args.seeds))}: test error mean, sample standard deviation and range; "
-            "the paper's code's single 5-epoch run for comparison; the largest L_low/γ; mean accuracies (%)."
+            "the paper's code's 5-epoch error for comparison (one run per γ, a mean over seeds for the "
+            "unconstrained network and monDEQ); the largest L_low/γ; mean accuracies (%)."
         )
         text += f"\n\n{s_caption}\n\n{aligned(s_header, s_body)}"
         md += f"## Over seeds\n\n{s_caption}\n\n{markdown(s_header, s_body)}\n\n"
