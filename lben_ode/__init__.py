@@ -5,15 +5,19 @@ the neural ODE ``dz/dt = −z + σ(Wz + Ux + b)`` to steady state; gradients com
 differentiation.
 """
 
-from . import activations, solvers
+from . import activations, continuous, solvers
+from .continuous import ContractingLBEN
 from .errors import (
     ActivationError,
     ConfigurationError,
     ConvergenceError,
     ConvergenceWarning,
+    IntegrationError,
     LBENError,
     NonFiniteInputError,
     ShapeError,
+    StepSizeWarning,
+    TimeGridError,
     UnknownNameError,
     UnsupportedSolverError,
 )
@@ -26,20 +30,25 @@ __all__ = [
     "LBEN",
     "ActivationError",
     "ConfigurationError",
+    "ContractingLBEN",
     "ConvLBEN",
     "ConvergenceError",
     "ConvergenceWarning",
     "EquilibriumModel",
     "ExplicitWeights",
     "FeedforwardEquilibrium",
+    "IntegrationError",
     "LBENError",
     "MonDEQ",
     "NonFiniteInputError",
     "Normalization",
     "ShapeError",
+    "StepSizeWarning",
+    "TimeGridError",
     "UnknownNameError",
     "UnsupportedSolverError",
     "activations",
+    "continuous",
     "from_mlp",
     "solvers",
 ]

@@ -42,6 +42,18 @@ class ConvergenceError(LBENError, RuntimeError):
     """The equilibrium solver did not converge and the user asked for an error."""
 
 
+class TimeGridError(LBENError, ValueError):
+    """A time grid is not a 1-D floating tensor of finite, strictly increasing times."""
+
+
+class IntegrationError(LBENError, RuntimeError):
+    """The ODE integrator gave up (step budget used up, step size underflow, non-finite state)."""
+
+
+class StepSizeWarning(UserWarning):
+    """A fixed integration step is too coarse for the step rule of a continuous-time model."""
+
+
 class ConvergenceWarning(UserWarning):
     """The equilibrium solver did not converge for some samples; see ``model.solver_stats``."""
 
