@@ -8,6 +8,7 @@ differentiation.
 from . import activations, solvers
 from .errors import (
     ActivationError,
+    CheckpointError,
     ConfigurationError,
     ConvergenceError,
     ConvergenceWarning,
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LBEN",
     "ActivationError",
+    "CheckpointError",
     "ConfigurationError",
     "ConvLBEN",
     "ConvergenceError",
