@@ -9,6 +9,7 @@ from . import activations, continuous, solvers
 from .continuous import ContractingLBEN
 from .errors import (
     ActivationError,
+    CheckpointError,
     ConfigurationError,
     ConvergenceError,
     ConvergenceWarning,
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LBEN",
     "ActivationError",
+    "CheckpointError",
     "ConfigurationError",
     "ContractingLBEN",
     "ConvLBEN",

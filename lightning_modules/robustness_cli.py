@@ -19,12 +19,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from lben_ode.datasets import DigitsDataModule
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.cli import instantiate_module
 from torch import nn
 
 from lben_ode.errors import ConfigurationError, LBENError, ShapeError, unknown_name
@@ -32,7 +29,13 @@ from lben_ode.normalization import Normalization
 from lben_ode.robustness import format_table, plot_accuracy_vs_eps, robustness_report
 from lben_ode.solvers import available
 
-from .classifier import LBENClassifier
+from . import checkpoint as checkpoint_files
+from .command import run_reporting_errors, traceback_wanted
+
+if TYPE_CHECKING:  # Lightning is imported when a checkpoint is loaded, so that --help answers at once
+    from lightning.pytorch import LightningDataModule
+
+    from .classifier import LBENClassifier
 
 #: Where the table, CSV, JSON and plot go unless ``--out`` says otherwise.
 DEFAULT_OUT = Path("runs") / "robustness"
@@ -202,21 +205,14 @@ class TestSet:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint at ``path`` as plain data (``weights_only=True``, on the CPU)."""
-    if not path.is_file():
-        raise ConfigurationError(f"checkpoint {str(path)!r} not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types for files that are not checkpoints
-        raise ConfigurationError(f"cannot read {str(path)!r} as a checkpoint: {exc}") from exc
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ConfigurationError(f"{str(path)!r} is not a Lightning checkpoint (no state_dict)")
-    model = (checkpoint.get("hyper_parameters") or {}).get("model")
-    if not (isinstance(model, dict) and "class_path" in model):
-        raise ConfigurationError(
-            f"{str(path)!r} does not record its model's configuration (class_path and init_args); "
-            "checkpoints written by `lben-ode fit` do"
-        )
+    """The checkpoint at ``path`` as plain data (``weights_only=True``, on the CPU), with its model's configuration.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, not a Lightning checkpoint, or does not record
+            the configuration of its model (``class_path`` and ``init_args``).
+    """
+    checkpoint = checkpoint_files.read_checkpoint(path)
+    checkpoint_files.require_recorded_model(checkpoint, path)
     return checkpoint
 
 
@@ -225,6 +221,8 @@ def load_classifier(path: Path, solver: str | None, solver_options: dict[str, An
 
     Without ``solver``, the options are merged into the checkpoint's own solver options.
     """
+    from .classifier import LBENClassifier
+
     try:
         module = LBENClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except LBENError:
@@ -241,6 +239,10 @@ def load_classifier(path: Path, solver: str | None, solver_options: dict[str, An
 
 def load_datamodule(checkpoint: dict[str, Any], path: Path) -> LightningDataModule:
     """The data module recorded in ``checkpoint`` (by ``lben-ode fit``); :class:`DigitsDataModule` otherwise."""
+    from lben_ode.datasets import DigitsDataModule
+    from lightning.pytorch import LightningDataModule
+    from lightning.pytorch.cli import instantiate_module
+
     hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     hparams.pop("_instantiator", None)
     try:
@@ -431,13 +433,13 @@ def run(argv: Sequence[str]) -> dict[str, Path]:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``lben-ode robustness``; ``argv`` (the arguments after ``robustness``) replaces ``sys.argv[1:]``.
 
-    Library errors end the command with their message and exit status 2, as argparse's do.
+    Library errors end the command with their message and exit status 2, as argparse's do
+    (``--traceback`` or ``LBEN_ODE_TRACEBACK=1`` shows the traceback instead).
     """
-    try:
-        run(sys.argv[1:] if argv is None else argv)
-    except LBENError as exc:
-        print(f"lben-ode robustness: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = traceback_wanted(argv)
+    argv = [a for a in argv if a != "--traceback"]
+    run_reporting_errors("lben-ode robustness", lambda: run(argv), show_traceback)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,7 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from ..activations import Activation
 from ..errors import ConfigurationError, ConvergenceError, ConvergenceWarning
+from ..warning_location import user_stacklevel
 from .base import Solver, _synchronize
 from .ode_dynamics import (
     ADAPTIVE_METHODS,
@@ -540,7 +541,7 @@ class SteadyStateODE(Solver):
         )
         if self.options["on_nonconvergence"] == "raise":
             raise ConvergenceError(message)
-        warnings.warn(message, ConvergenceWarning, stacklevel=4)
+        warnings.warn(message, ConvergenceWarning, stacklevel=user_stacklevel())
 
 
 def _differentiable_map(
