@@ -1,4 +1,4 @@
-"""Lightning integration: the :class:`LBENClassifier` module and the ``lben-ode`` command.
+"""Lightning integration: :class:`LBENClassifier`, :class:`SequenceRegressor` and the ``lben-ode`` command.
 
 The names below are imported on first use, so that ``lben-ode --help`` (whose entry point lives in
 this package) does not wait for Lightning to load.
@@ -18,6 +18,9 @@ _EXPORTS = {
     "CertificationMetrics": "metrics",
     "ClassificationMetrics": "metrics",
     "SolverMetrics": "metrics",
+    "OutputFit": "sequence_metrics",
+    "SequenceRegressor": "sequence",
+    "SimulationMetrics": "sequence_metrics",
 }
 
 __all__ = sorted(_EXPORTS)

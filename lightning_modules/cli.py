@@ -10,6 +10,7 @@ and ``robustness`` without importing Lightning, and prints errors as one line).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from lben_ode.errors import ConfigurationError
 from .checkpoint import check_weights_fit, read_checkpoint
 from .classifier import LBENClassifier
 from .command import main
+from .sequence import SequenceRegressor
+from .sequence_cli import SEQUENCE_DEFAULTS, is_sequence_run
 
 __all__ = ["DEFAULTS", "LBENCLI", "TRAINER_DEFAULTS", "main"]
 
@@ -69,7 +72,9 @@ class LBENCLI(LightningCLI):
 
     Differences from :class:`~lightning.pytorch.cli.LightningCLI`:
 
-    - the model is always :class:`LBENClassifier` (its ``model`` argument picks the network);
+    - the model is :class:`LBENClassifier` (its ``model`` argument picks the network), or
+      :class:`~.sequence.SequenceRegressor` when the data module is a sequence data module
+      (:func:`~.sequence_cli.is_sequence_run`, e.g. ``--config configs/duffing.yaml``);
     - a ``ModelCheckpoint`` on ``val/acc`` (best and last) is configurable as ``--checkpoint.*``;
     - the default logger is a ``CSVLogger`` in ``trainer.default_root_dir``;
     - ``--torch_num_threads`` (default 1) sets torch's intra-op CPU threads;
@@ -84,8 +89,9 @@ class LBENCLI(LightningCLI):
             "of trained checkpoints (see 'lben-ode robustness --help').",
             **(kwargs.get("parser_kwargs") or {}),
         }
+        self._sequence_run = is_sequence_run(sys.argv[1:] if args is None else args)
         super().__init__(
-            LBENClassifier,
+            SequenceRegressor if self._sequence_run else LBENClassifier,
             LightningDataModule,
             subclass_mode_data=True,
             trainer_defaults=TRAINER_DEFAULTS,
@@ -106,7 +112,7 @@ class LBENCLI(LightningCLI):
             "The dense models' small matrices gain nothing from more threads, and on a busy machine "
             "waiting threads slow every operation down; raise it for large models on many cores.",
         )
-        parser.set_defaults(DEFAULTS)
+        parser.set_defaults(SEQUENCE_DEFAULTS if self._sequence_run else DEFAULTS)
 
     def before_instantiate_classes(self) -> None:
         """Apply ``--torch_num_threads`` before anything runs."""
