@@ -321,7 +321,8 @@ class SequenceRegressor(LightningModule):
         path = folder / PLOT_FILE
         figure.savefig(path, dpi=110)
         plt.close(figure)
-        print(f"prediction plot: {path}", flush=True)
+        # On a line of its own: the progress bar may have left the cursor at the end of its line.
+        print(f"\nprediction plot: {path}", flush=True)
 
     def _scored_mask_of(self, index: int) -> torch.Tensor:
         datamodule = getattr(self.trainer, "datamodule", None)
