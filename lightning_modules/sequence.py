@@ -303,6 +303,10 @@ class SequenceRegressor(LightningModule):
         figure, axes = plt.subplots(rows, 1, figsize=(10, 2.6 * rows), squeeze=False)
         normalization = self.normalization
         washout = int((~self._scored_mask_of(0)).sum()) if records else 0
+        datamodule = getattr(self.trainer, "datamodule", None)
+        titles = list(getattr(datamodule.dataset("test"), "names", [])) if hasattr(datamodule, "dataset") else []
+        if len(titles) != len(records):
+            titles = [f"test record {r}" for r in range(len(records))]
         for r, (_, y, t, prediction) in enumerate(records):
             if normalization is not None:
                 y, prediction = normalization.outputs_to_raw(y), normalization.outputs_to_raw(prediction)
@@ -314,7 +318,7 @@ class SequenceRegressor(LightningModule):
                 if washout:
                     ax.axvspan(float(t[0]), float(t[washout - 1]), color="grey", alpha=0.2, label="washout")
                 ax.set_ylabel(name)
-                ax.set_title(f"test record {r}", fontsize=9, loc="left")
+                ax.set_title(titles[r], fontsize=9, loc="left")
                 ax.legend(loc="upper right", fontsize=7, ncol=4)
         axes[-1, 0].set_xlabel("t")
         figure.tight_layout()
