@@ -180,7 +180,7 @@ def stable_for(method: str, step: float, radius: float, rate: float, points: int
         boundary = np.concatenate([arc, segment])
     z = step * boundary
     value = np.polynomial.polynomial.polyval(z, coefficients)
-    return bool(np.abs(value).max() <= 1.0 + 1e-12)
+    return bool(np.abs(value).max() <= 1.0 + 1e-14)
 
 
 def largest_stable_step(method: str, radius: float, rate: float) -> float:

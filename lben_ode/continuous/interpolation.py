@@ -38,6 +38,13 @@ class SampledSignal:
         self.kind = check_interpolation(kind)
         self.times = times
         self.values = values
+        if kind == "linear" and times.numel() > 1:
+            # Per interval: its start time and inverse length, and the increment of the samples, so
+            # that one evaluation is two gathers and a multiply-add. The increments are computed
+            # from ``values`` (with its graph), so ``values`` stays the one tensor that torchdiffeq's
+            # adjoint differentiates by; gradients reach it through the increments too.
+            self._starts = torch.stack([times[:-1], 1.0 / (times[1:] - times[:-1])], dim=1)
+            self._increments = values[:, 1:] - values[:, :-1]
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
         """The signal at time ``t`` (a 0-dim or 1-element tensor): ``(batch, k)``."""
@@ -48,10 +55,8 @@ class SampledSignal:
         index = torch.searchsorted(self.times, t, right=True) - 1
         if self.kind == "zoh" or last == 0:
             return self.values.index_select(1, index.clamp(0, last)).squeeze(1)
-        # Everything is computed from ``values`` at each call (nothing precomputed from them), so
-        # that torchdiffeq's adjoint can take ``values`` as the one tensor to differentiate by.
         index = index.clamp(0, last - 1)
-        ends = self.times.index_select(0, torch.cat([index, index + 1]))
-        weight = ((t - ends[0]) / (ends[1] - ends[0])).clamp(0.0, 1.0).to(self.values.dtype)
-        pair = self.values.index_select(1, torch.cat([index, index + 1]))
-        return pair[:, 0] + weight * (pair[:, 1] - pair[:, 0])
+        start, inverse_gap = self._starts.index_select(0, index).unbind(1)
+        weight = ((t - start) * inverse_gap).clamp(0.0, 1.0).to(self.values.dtype)
+        base = self.values.index_select(1, index).squeeze(1)
+        return base + weight * self._increments.index_select(1, index).squeeze(1)
