@@ -25,6 +25,7 @@ from lben_ode.solvers import available
 
 from .checkpoint import read_checkpoint, require_recorded_model
 from .metrics import AttackMetrics, CertificationMetrics, ClassificationMetrics, SolverMetrics
+from .progress import progress_wanted
 
 #: Radii ε (raw pixel units, ℓ2) at which certified accuracy is reported by default (MNIST-like data).
 DEFAULT_CERTIFY_EPS: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
@@ -398,6 +399,14 @@ class LBENClassifier(LightningModule):
             if kept < self.lipschitz_samples:
                 self._lipschitz_inputs.append(x[: self.lipschitz_samples - kept].detach())
 
+    def _progress_bars(self) -> bool:
+        # The test-time Lipschitz search runs after the last batch, behind Lightning's bar at 100 %:
+        # it gets its own bar when the trainer shows one and stderr is a terminal (or when asked).
+        if self._trainer is None:
+            return progress_wanted()
+        trainer = self.trainer
+        return trainer.progress_bar_callback is not None and trainer.is_global_zero and progress_wanted()
+
     def _raw_units(self) -> Normalization | None:
         normalization = self.normalization
         if normalization is None and not self._warned_no_normalization:
@@ -448,7 +457,9 @@ class LBENClassifier(LightningModule):
         if self.lipschitz_search and self._lipschitz_inputs:
             with torch.inference_mode(False), torch.enable_grad():
                 x = torch.cat(self._lipschitz_inputs).clone()
-                estimate = empirical_lipschitz(self.model, x, **self.lipschitz_options)
+                estimate = empirical_lipschitz(
+                    self.model, x, progress=self._progress_bars(), **self.lipschitz_options
+                )
             self._lipschitz_inputs = []
             self.log("test/lipschitz/empirical_lower_bound", estimate.value, sync_dist=True, reduce_fx="max")
             gamma = self.model.lipschitz_bound()

@@ -14,9 +14,12 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -42,6 +45,46 @@ SUBCOMMANDS: dict[str, str] = {
 #: Lightning's configuration error (``lightning.fabric.utilities.exceptions``), matched by name so
 #: that this module need not import Lightning.
 _LIGHTNING_CONFIGURATION_ERRORS = ("MisconfigurationException",)
+
+
+#: Warnings of Lightning and torch a user of the command cannot act on, by message (regular expressions).
+NOISE_WARNINGS = (
+    # torch deprecated the LeafSpec class that Lightning's own pytree helper still checks for.
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+#: The same, for the subcommands that only evaluate: the checkpoint callback restored from
+#: ``--ckpt_path`` points at the training run's folder, which an evaluation never writes to.
+EVALUATION_NOISE_WARNINGS = (r"The dirpath has changed from",)
+
+#: Lightning's advertisements in its log (messages starting so).
+NOISE_LOG_PREFIXES = ("💡 Tip:",)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(NOISE_LOG_PREFIXES)
+
+
+@contextlib.contextmanager
+def quiet_lightning(subcommand: str) -> Iterator[None]:
+    """Hide, for the duration, the warnings and log lines of :data:`NOISE_WARNINGS` and :data:`NOISE_LOG_PREFIXES`.
+
+    Everything else (convergence warnings, Lightning's advice on a setting) is shown as before.
+    """
+    noise = NOISE_WARNINGS + (EVALUATION_NOISE_WARNINGS if subcommand in ("validate", "test", "predict") else ())
+    handlers = {h for name in ("", "lightning.pytorch", "lightning.fabric") for h in logging.getLogger(name).handlers}
+    drop = _DropNoise()
+    with warnings.catch_warnings():
+        for message in noise:
+            warnings.filterwarnings("ignore", message=message)
+        for handler in handlers:
+            handler.addFilter(drop)
+        try:
+            yield
+        finally:
+            for handler in handlers:
+                handler.removeFilter(drop)
 
 
 def top_level_help() -> str:
@@ -109,8 +152,18 @@ def user_error(exc: BaseException) -> str | None:
     if isinstance(exc, argparse.ArgumentError) or (
         isinstance(exc, (ValueError, TypeError)) and _raised_in(exc, "jsonargparse")
     ):
-        return str(exc).strip()
+        return _without_type_dump(str(exc).strip())
     return None
+
+
+#: Lines of jsonargparse's messages that dump its internal types rather than say what is wrong.
+_TYPE_DUMP_PREFIXES = ("Subtypes:", "Given value type:", "- Expected a <class 'NoneType'>")
+
+
+def _without_type_dump(message: str) -> str:
+    """jsonargparse's message without the lines listing Python types (the errors and the given value stay)."""
+    lines = [line for line in message.splitlines() if not line.strip().startswith(_TYPE_DUMP_PREFIXES)]
+    return "\n".join(line if len(line) <= 200 else line[:199] + "…" for line in lines)
 
 
 def run_reporting_errors(prog: str, run: Callable[[], T], show_traceback: bool = False) -> T:
@@ -154,12 +207,18 @@ def main(args: Sequence[str] | None = None) -> None:
         run_reporting_errors("lben-ode robustness", lambda: run_robustness(argv[1:]), show_traceback)
         return
     prog = f"lben-ode {argv[0]}" if argv[0] in SUBCOMMANDS else "lben-ode"
+    if args is None:
+        # Lightning reads sys.argv itself (and relaunches it for multi-process strategies); it
+        # warns when given arguments too.
+        sys.argv[1:] = argv
+    cli_args = None if args is None else argv
 
     def run_lightning() -> None:
         from .cli import LBENCLI
 
-        # Parse errors raise instead of printing the whole usage (dozens of lines) and exiting.
-        LBENCLI(args=argv, parser_kwargs={"exit_on_error": False})
+        with quiet_lightning(argv[0]):
+            # Parse errors raise instead of printing the whole usage (dozens of lines) and exiting.
+            LBENCLI(args=cli_args, parser_kwargs={"exit_on_error": False})
 
     run_reporting_errors(prog, run_lightning, show_traceback)
 

@@ -31,6 +31,7 @@ from lben_ode.solvers import available
 
 from . import checkpoint as checkpoint_files
 from .command import run_reporting_errors, traceback_wanted
+from .progress import progress_wanted
 
 if TYPE_CHECKING:  # Lightning is imported when a checkpoint is loaded, so that --help answers at once
     from lightning.pytorch import LightningDataModule
@@ -131,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output directory (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device to evaluate on (default cpu)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars on stderr for each model's stages (evaluate and certify, attack, "
+                        "Lipschitz search, Jacobian); default: when stderr is a terminal, or LBEN_ODE_PROGRESS=1")
     parser.add_argument("--torch-num-threads", type=_count(1), default=1, metavar="N",
                         help="intra-op CPU threads (torch.set_num_threads; default 1, as for `lben-ode fit`)")
     return parser
@@ -359,7 +363,7 @@ def evaluate(args: argparse.Namespace) -> tuple[list[dict[str, Any]], tuple[floa
         lipschitz_samples=args.lipschitz_samples,
         lipschitz_steps=args.lipschitz_steps,
         seed=args.seed,
-        progress=sys.stderr.isatty(),
+        progress=progress_wanted(args.progress),
     )
     # Which file and solver each row comes from, next to its name.
     rows = [

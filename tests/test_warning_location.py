@@ -1,4 +1,4 @@
-"""ConvergenceWarnings point at the user's line (the forward call, ``backward()``), not at torch or lben-ode internals."""
+"""ConvergenceWarnings point at the user's line (the forward call, ``backward()``), not at internals."""
 
 import inspect
 import warnings

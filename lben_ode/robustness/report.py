@@ -133,7 +133,9 @@ def robustness_report(
         pool: list[torch.Tensor] = []
         n_pool = 0
         batches = _batches(data, batch_size)
-        for x_raw, labels in with_progress(batches, progress, f"{name}: evaluate", _batch_count(data, batch_size)):
+        n_batches = _batch_count(data, batch_size)
+        bar = with_progress(batches, progress, f"{name}: evaluate and certify", n_batches)
+        for x_raw, labels in bar:
             x_raw, labels = x_raw.to(device=device, dtype=dtype or x_raw.dtype), labels.to(device)
             check_inputs(x_raw, labels, "x")
             x_model = to_model_units(x_raw, normalization)
@@ -147,6 +149,8 @@ def robustness_report(
             take = x_raw.shape[0] if attack_samples is None else min(x_raw.shape[0], attack_samples - n_attacked)
             if take > 0:
                 for j, e in enumerate(radii):
+                    if progress:  # each radius's attack takes long: say which one runs
+                        bar.set_description(f"{name}: attack ε={e:g}", refresh=True)
                     result = pgd_attack(
                         model, x_raw[:take], labels[:take], e, normalization, steps=attack_steps,
                         restarts=attack_restarts, step_size=attack_step_size, loss=attack_loss,
@@ -154,6 +158,8 @@ def robustness_report(
                     )
                     robust[j] += float(result.robust.sum())
                 n_attacked += take
+                if progress:
+                    bar.set_description(f"{name}: evaluate and certify", refresh=False)
             if n_pool < lipschitz_samples:
                 pool.append(x_model[: lipschitz_samples - n_pool].detach())
                 n_pool += pool[-1].shape[0]
@@ -164,7 +170,7 @@ def robustness_report(
             model, points, restarts=lipschitz_restarts, steps=lipschitz_steps, generator=generator,
             progress=progress,
         )
-        jac_max = float(jacobian_norm(model, points, batch_size=batch_size).max())
+        jac_max = float(jacobian_norm(model, points, batch_size=batch_size, progress=progress).max())
         lower = max(estimate.value, jac_max)
         rows.append(
             {
