@@ -219,8 +219,9 @@ class SequenceNormalization:
 class SequenceWindows(Dataset):
     """Training windows: ``window`` consecutive samples of a record, starting every ``stride`` samples.
 
-    Item ``k`` is ``(u, y, t, scored)``: ``u`` ``(window, m)`` and ``y`` ``(window, p)`` in model units,
-    ``t`` ``(window,)`` the window's times shifted to start at 0, and ``scored`` ``(window,)`` bool, False
+    Item ``k`` is ``(u, y, t, scored)``: ``u`` ``(window, m)`` and ``y`` ``(window, p)`` in model units
+    (float32), ``t`` ``(window,)`` the window's times shifted to start at 0 (float64, so that a grid of
+    fixed steps through the sample times stays exact), and ``scored`` ``(window,)`` bool, False
     on the first ``washout`` samples. Every record must share one sampling interval so that all windows
     share one time grid (a batch is simulated on one grid).
     """
@@ -245,7 +246,7 @@ class SequenceWindows(Dataset):
                 "training windows need one time grid: every training record must have the same (regular) "
                 "sampling interval; resample the records first"
             )
-        self.t = grids[0].float()
+        self.t = grids[0].double()  # float64: fixed-step grids through the samples stay exact
         self.scored = torch.arange(window) >= washout
         self.starts = starts
 
@@ -276,7 +277,7 @@ class WholeRecords(Dataset):
                 )
             scored = torch.arange(record.length) >= washout
             self.items.append(
-                (record.u[None].float(), record.y[None].float(), (record.t - record.t[0]).float(), scored)
+                (record.u[None].float(), record.y[None].float(), (record.t - record.t[0]).double(), scored)
             )
         self.names = [r.name for r in records]
 
