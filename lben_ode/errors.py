@@ -26,6 +26,10 @@ class ActivationError(ConfigurationError):
     """The activation is not monotone and slope-restricted in [0, 1], or is unknown."""
 
 
+class CheckpointError(ConfigurationError):
+    """A checkpoint file is missing, unreadable, damaged, or not one of an lben-ode Lightning module."""
+
+
 class ShapeError(LBENError, ValueError):
     """An input tensor has the wrong shape for the model."""
 

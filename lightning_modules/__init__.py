@@ -1,15 +1,38 @@
-"""Lightning integration: the :class:`LBENClassifier` module and the ``lben-ode`` command."""
+"""Lightning integration: :class:`LBENClassifier`, :class:`SequenceRegressor` and the ``lben-ode`` command.
 
-from .classifier import DEFAULT_CERTIFY_EPS, LBENClassifier
-from .cli import LBENCLI, main
-from .metrics import CertificationMetrics, ClassificationMetrics, SolverMetrics
+The names below are imported on first use, so that ``lben-ode --help`` (whose entry point lives in
+this package) does not wait for Lightning to load.
+"""
 
-__all__ = [
-    "DEFAULT_CERTIFY_EPS",
-    "LBENCLI",
-    "CertificationMetrics",
-    "ClassificationMetrics",
-    "LBENClassifier",
-    "SolverMetrics",
-    "main",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name → module of this package that defines it.
+_EXPORTS = {
+    "DEFAULT_CERTIFY_EPS": "classifier",
+    "LBENClassifier": "classifier",
+    "LBENCLI": "cli",
+    "main": "command",
+    "CertificationMetrics": "metrics",
+    "ClassificationMetrics": "metrics",
+    "SolverMetrics": "metrics",
+    "OutputFit": "sequence_metrics",
+    "SequenceRegressor": "sequence",
+    "SimulationMetrics": "sequence_metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

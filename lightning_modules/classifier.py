@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import IO, Any
 
 import torch
 from lightning.pytorch import LightningModule
@@ -15,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchmetrics import Metric
 
-from lben_ode.errors import ConfigurationError, ShapeError, unknown_name
+from lben_ode.errors import CheckpointError, ConfigurationError, LBENError, ShapeError, unknown_name
 from lben_ode.models.base import EquilibriumModel
 from lben_ode.normalization import Normalization
 from lben_ode.robustness import attack_accuracy, empirical_lipschitz, evaluate_attack
@@ -23,7 +24,9 @@ from lben_ode.robustness.evaluation import solve_converged
 from lben_ode.solvers import available
 from lben_ode.validation import check_betas, check_count, check_eps, check_labels, check_positive
 
+from .checkpoint import read_checkpoint, require_recorded_model
 from .metrics import AttackMetrics, CertificationMetrics, ClassificationMetrics, SolverMetrics
+from .progress import progress_wanted
 
 #: Radii ε (raw pixel units, ℓ2) at which certified accuracy is reported by default (MNIST-like data).
 DEFAULT_CERTIFY_EPS: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
@@ -54,6 +57,21 @@ def _check_options(what: str, function: Any, options: Any) -> dict[str, Any]:
         if name not in valid:
             raise unknown_name(f"{what} key", name, valid)
     return dict(options)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def _state_dict_problems(exc: RuntimeError) -> str:
+    """torch's multi-line ``load_state_dict`` error as one line: its first few problems, shortened."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if lines and lines[0].startswith("Error(s) in loading state_dict"):
+        problems = [p if len(p) <= 160 else p[:157] + "…" for p in lines[1:4]]
+        more = f" (and {len(lines) - 4} more)" if len(lines) > 4 else ""
+        return "its weights do not fit the model: " + "; ".join(problems) + more
+    return _first_line(exc)
 
 
 def _as_normalization(value: Any) -> Normalization | None:
@@ -178,6 +196,49 @@ class LBENClassifier(LightningModule):
         self._warned_no_normalization = False
         # Metrics updated in the current epoch, by logged name: (metric, shown in the progress bar).
         self._epoch_metrics: dict[str, tuple[Metric, bool]] = {}
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | os.PathLike[str] | IO[bytes],
+        map_location: Any = None,
+        hparams_file: str | os.PathLike[str] | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> LBENClassifier:
+        """Rebuild a module from a checkpoint, as :meth:`LightningModule.load_from_checkpoint` does.
+
+        Checkpoints written by ``lben-ode fit`` record the model, so ``LBENClassifier.load_from_checkpoint(path)``
+        is enough; for one saved from Python give the model: ``load_from_checkpoint(path, model=LBEN(...))``.
+        Other keyword arguments replace stored hyperparameters (e.g. ``solver="fb"``).
+
+        Raises:
+            CheckpointError: the file is missing, unreadable (truncated, text, random bytes, a pickle of
+                other objects), not a Lightning checkpoint, does not record its model when none is
+                given, or holds weights that do not fit the model; one line naming the file.
+        """
+        if not isinstance(checkpoint_path, (str, os.PathLike)) or "://" in str(checkpoint_path):
+            return super().load_from_checkpoint(  # file objects and remote paths: Lightning's own checks
+                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+            )
+        checkpoint = read_checkpoint(checkpoint_path) if weights_only is not False else None
+        if checkpoint is not None and "model" not in kwargs and hparams_file is None:
+            require_recorded_model(checkpoint, checkpoint_path)
+        try:
+            module = super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+            )
+        except LBENError:
+            raise
+        except RuntimeError as exc:
+            raise CheckpointError(f"cannot load {str(checkpoint_path)!r}: {_state_dict_problems(exc)}") from exc
+        except (TypeError, ValueError, KeyError, ImportError, AttributeError) as exc:
+            # jsonargparse and Lightning report a model configuration that does not fit this code
+            raise CheckpointError(
+                f"cannot rebuild the model recorded in {str(checkpoint_path)!r}: {_first_line(exc)}"
+            ) from exc
+        return module
 
     def _save_plain_hyperparameters(self) -> None:
         # From the CLI, Lightning hands save_hyperparameters the parsed configuration (plain data,
@@ -337,6 +398,14 @@ class LBENClassifier(LightningModule):
             if kept < self.lipschitz_samples:
                 self._lipschitz_inputs.append(x[: self.lipschitz_samples - kept].detach())
 
+    def _progress_bars(self) -> bool:
+        # The test-time Lipschitz search runs after the last batch, behind Lightning's bar at 100 %:
+        # it gets its own bar when the trainer shows one and stderr is a terminal (or when asked).
+        if self._trainer is None:
+            return progress_wanted()
+        trainer = self.trainer
+        return trainer.progress_bar_callback is not None and trainer.is_global_zero and progress_wanted()
+
     def _raw_units(self) -> Normalization | None:
         normalization = self.normalization
         if normalization is None and not self._warned_no_normalization:
@@ -390,7 +459,9 @@ class LBENClassifier(LightningModule):
         if self.lipschitz_search and self._lipschitz_inputs:
             with torch.inference_mode(False), torch.enable_grad():
                 x = torch.cat(self._lipschitz_inputs).clone()
-                estimate = empirical_lipschitz(self.model, x, allow_unconverged=True, **self.lipschitz_options)
+                estimate = empirical_lipschitz(
+                    self.model, x, progress=self._progress_bars(), allow_unconverged=True, **self.lipschitz_options
+                )
             self._lipschitz_inputs = []
             self.log("test/lipschitz/empirical_lower_bound", estimate.value, sync_dist=True, reduce_fx="max")
             self.log("test/lipschitz/converged_fraction", estimate.converged_fraction, sync_dist=True, reduce_fx="min")

@@ -1,10 +1,11 @@
-"""The ``lben-ode`` command: ``lben-ode fit | validate | test | predict`` (Lightning's CLI) and ``robustness``.
+"""``lben-ode fit | validate | test | predict``: Lightning's CLI with the lben-ode defaults (:class:`LBENCLI`).
 
 With no arguments, ``lben-ode fit`` trains the default: a dense LBEN (width 80, γ = 2, Peaceman-
 Rachford, Adam 3e-3, 20 epochs) on the embedded 8×8 digits, logging to CSV under ``runs/``. Every
 option can be set on the command line (``--model.solver fb``, ``--trainer.max_epochs 5``) or in
 YAML files (``--config configs/mnist.yaml``); ``lben-ode fit --help`` lists them, and unknown keys
-are errors.
+are errors. The command's entry point, :func:`main`, is in :mod:`.command` (it answers ``--help``
+and ``robustness`` without importing Lightning, and prints errors as one line).
 """
 
 from __future__ import annotations
@@ -22,9 +23,18 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from lben_ode.errors import ConfigurationError, LBENError
+from lben_ode.errors import ConfigurationError
 
+from .checkpoint import check_weights_fit, read_checkpoint
 from .classifier import LBENClassifier
+from .command import main
+from .sequence import SequenceRegressor
+from .sequence_cli import SEQUENCE_DEFAULTS, is_sequence_run
+
+__all__ = ["DEFAULTS", "LBENCLI", "TRAINER_DEFAULTS", "main"]
+
+#: ``--ckpt_path`` values Lightning resolves itself (no file to read first).
+_TRAINER_CKPT_NAMES = ("best", "last", "hpc", "registry")
 
 #: The configuration ``lben-ode`` starts from: a dense LBEN on the embedded 8×8 digits (no download).
 #: ``configs/digits.yaml`` spells out the same values.
@@ -62,7 +72,9 @@ class LBENCLI(LightningCLI):
 
     Differences from :class:`~lightning.pytorch.cli.LightningCLI`:
 
-    - the model is always :class:`LBENClassifier` (its ``model`` argument picks the network);
+    - the model is :class:`LBENClassifier` (its ``model`` argument picks the network), or
+      :class:`~.sequence.SequenceRegressor` when the data module is a sequence data module
+      (:func:`~.sequence_cli.is_sequence_run`, e.g. ``--config configs/duffing.yaml``);
     - a ``ModelCheckpoint`` on ``val/acc`` (best and last) is configurable as ``--checkpoint.*``;
     - the default logger is a ``CSVLogger`` in ``trainer.default_root_dir``;
     - ``--torch_num_threads`` (default 1) sets torch's intra-op CPU threads;
@@ -71,16 +83,15 @@ class LBENCLI(LightningCLI):
     """
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
-        kwargs.setdefault(
-            "parser_kwargs",
-            {
-                "description": "Train, validate and test Lipschitz-bounded equilibrium networks. Also: "
-                "'lben-ode robustness --ckpt A.ckpt [--ckpt B.ckpt …]' writes a robustness table and plot "
-                "of trained checkpoints (see 'lben-ode robustness --help')."
-            },
-        )
+        kwargs["parser_kwargs"] = {
+            "description": "Train, validate and test Lipschitz-bounded equilibrium networks. Also: "
+            "'lben-ode robustness --ckpt A.ckpt [--ckpt B.ckpt …]' writes a robustness table and plot "
+            "of trained checkpoints (see 'lben-ode robustness --help').",
+            **(kwargs.get("parser_kwargs") or {}),
+        }
+        self._sequence_run = is_sequence_run(sys.argv[1:] if args is None else args)
         super().__init__(
-            LBENClassifier,
+            SequenceRegressor if self._sequence_run else LBENClassifier,
             LightningDataModule,
             subclass_mode_data=True,
             trainer_defaults=TRAINER_DEFAULTS,
@@ -101,7 +112,7 @@ class LBENCLI(LightningCLI):
             "The dense models' small matrices gain nothing from more threads, and on a busy machine "
             "waiting threads slow every operation down; raise it for large models on many cores.",
         )
-        parser.set_defaults(DEFAULTS)
+        parser.set_defaults(SEQUENCE_DEFAULTS if self._sequence_run else DEFAULTS)
 
     def before_instantiate_classes(self) -> None:
         """Apply ``--torch_num_threads`` before anything runs."""
@@ -120,9 +131,11 @@ class LBENCLI(LightningCLI):
         # the arguments are parsed again, so the command line and --config files win.
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not ckpt_path or not Path(ckpt_path).is_file():
-            return
-        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        self._checkpoint: tuple[str, dict[str, Any]] | None = None
+        if not ckpt_path or ckpt_path in _TRAINER_CKPT_NAMES or "://" in str(ckpt_path):
+            return  # Lightning resolves these itself
+        checkpoint = read_checkpoint(ckpt_path)
+        self._checkpoint = (str(ckpt_path), checkpoint)
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
         if not hparams:
@@ -134,6 +147,29 @@ class LBENCLI(LightningCLI):
                 f"the hyperparameters stored in {ckpt_path!r} do not fit this command's model options: {exc}"
             ) from exc
         self.parse_arguments(self.parser, self._given_args)
+
+    def _check_checkpoint_fits(self) -> None:
+        # Lightning would load the weights deep inside the run, with a long traceback on mismatch.
+        if getattr(self, "_checkpoint", None) is None:
+            return
+        path, checkpoint = self._checkpoint
+        check_weights_fit(checkpoint["state_dict"], self.model, path)
+
+    def before_fit(self) -> None:
+        """Check that a ``--ckpt_path`` to resume from fits the configured model."""
+        self._check_checkpoint_fits()
+
+    def before_validate(self) -> None:
+        """Check that ``--ckpt_path`` fits the configured model."""
+        self._check_checkpoint_fits()
+
+    def before_test(self) -> None:
+        """Check that ``--ckpt_path`` fits the configured model."""
+        self._check_checkpoint_fits()
+
+    def before_predict(self) -> None:
+        """Check that ``--ckpt_path`` fits the configured model."""
+        self._check_checkpoint_fits()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with a ``CSVLogger`` in ``default_root_dir`` unless a logger is configured."""
@@ -177,26 +213,6 @@ class LBENCLI(LightningCLI):
                 lines.append(f"config:          {config}")
         if lines:
             print("\n".join(lines), flush=True)
-
-
-def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of the ``lben-ode`` command; ``args`` replaces ``sys.argv[1:]`` when given.
-
-    Configuration errors of the library (unknown solver, bad γ, missing data, …) end the command
-    with their message and exit status 2 instead of a traceback. ``lben-ode robustness …`` runs
-    :mod:`.robustness_cli` (its own argparse options; ``lben-ode robustness --help`` lists them).
-    """
-    argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] == "robustness":
-        from .robustness_cli import main as robustness_main
-
-        robustness_main(argv[1:])
-        return
-    try:
-        LBENCLI(args=args)
-    except LBENError as exc:
-        print(f"lben-ode: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

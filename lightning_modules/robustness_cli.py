@@ -24,12 +24,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from lben_ode.datasets import DigitsDataModule
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.cli import instantiate_module
 from torch import nn
 
 from lben_ode.errors import ConfigurationError, ConvergenceError, LBENError, ShapeError, unknown_name
@@ -38,7 +35,14 @@ from lben_ode.robustness import format_table, plot_accuracy_vs_eps, robustness_r
 from lben_ode.robustness.report import all_converged
 from lben_ode.solvers import available
 
-from .classifier import LBENClassifier
+from . import checkpoint as checkpoint_files
+from .command import run_reporting_errors, traceback_wanted
+from .progress import progress_wanted
+
+if TYPE_CHECKING:  # Lightning is imported when a checkpoint is loaded, so that --help answers at once
+    from lightning.pytorch import LightningDataModule
+
+    from .classifier import LBENClassifier
 
 #: Where the table, CSV, JSON and plot go unless ``--out`` says otherwise.
 DEFAULT_OUT = Path("runs") / "robustness"
@@ -138,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output directory (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device to evaluate on (default cpu)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars on stderr for each model's stages (evaluate and certify, attack, "
+                        "Lipschitz search, Jacobian); default: when stderr is a terminal, or LBEN_ODE_PROGRESS=1")
     parser.add_argument("--torch-num-threads", type=_count(1), default=1, metavar="N",
                         help="intra-op CPU threads (torch.set_num_threads; default 1, as for `lben-ode fit`)")
     return parser
@@ -217,21 +224,14 @@ class TestSet:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint at ``path`` as plain data (``weights_only=True``, on the CPU)."""
-    if not path.is_file():
-        raise ConfigurationError(f"checkpoint {str(path)!r} not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types for files that are not checkpoints
-        raise ConfigurationError(f"cannot read {str(path)!r} as a checkpoint: {exc}") from exc
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ConfigurationError(f"{str(path)!r} is not a Lightning checkpoint (no state_dict)")
-    model = (checkpoint.get("hyper_parameters") or {}).get("model")
-    if not (isinstance(model, dict) and "class_path" in model):
-        raise ConfigurationError(
-            f"{str(path)!r} does not record its model's configuration (class_path and init_args); "
-            "checkpoints written by `lben-ode fit` do"
-        )
+    """The checkpoint at ``path`` as plain data (``weights_only=True``, on the CPU), with its model's configuration.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, not a Lightning checkpoint, or does not record
+            the configuration of its model (``class_path`` and ``init_args``).
+    """
+    checkpoint = checkpoint_files.read_checkpoint(path)
+    checkpoint_files.require_recorded_model(checkpoint, path)
     return checkpoint
 
 
@@ -240,6 +240,8 @@ def load_classifier(path: Path, solver: str | None, solver_options: dict[str, An
 
     Without ``solver``, the options are merged into the checkpoint's own solver options.
     """
+    from .classifier import LBENClassifier
+
     try:
         module = LBENClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except LBENError:
@@ -256,6 +258,10 @@ def load_classifier(path: Path, solver: str | None, solver_options: dict[str, An
 
 def load_datamodule(checkpoint: dict[str, Any], path: Path) -> LightningDataModule:
     """The data module recorded in ``checkpoint`` (by ``lben-ode fit``); :class:`DigitsDataModule` otherwise."""
+    from lben_ode.datasets import DigitsDataModule
+    from lightning.pytorch import LightningDataModule
+    from lightning.pytorch.cli import instantiate_module
+
     hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     hparams.pop("_instantiator", None)
     try:
@@ -372,7 +378,7 @@ def evaluate(args: argparse.Namespace) -> tuple[list[dict[str, Any]], tuple[floa
         lipschitz_samples=args.lipschitz_samples,
         lipschitz_steps=args.lipschitz_steps,
         seed=args.seed,
-        progress=sys.stderr.isatty(),
+        progress=progress_wanted(args.progress),
         allow_unconverged=args.allow_unconverged,
     )
     # Which file and solver each row comes from, next to its name.
@@ -455,20 +461,24 @@ def run(argv: Sequence[str]) -> dict[str, Path]:
     return paths
 
 
+def _run_naming_the_flag(argv: Sequence[str]) -> dict[str, Path]:
+    """:func:`run`, with the library's advice on unconverged solves given as this command's flag."""
+    try:
+        return run(argv)
+    except ConvergenceError as exc:
+        raise ConvergenceError(str(exc).replace("pass allow_unconverged=True", "pass --allow-unconverged")) from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``lben-ode robustness``; ``argv`` (the arguments after ``robustness``) replaces ``sys.argv[1:]``.
 
-    Library errors end the command with their message and exit status 2, as argparse's do.
+    Library errors end the command with their message and exit status 2, as argparse's do
+    (``--traceback`` or ``LBEN_ODE_TRACEBACK=1`` shows the traceback instead).
     """
-    try:
-        run(sys.argv[1:] if argv is None else argv)
-    except ConvergenceError as exc:
-        message = str(exc).replace("pass allow_unconverged=True", "pass --allow-unconverged")
-        print(f"lben-ode robustness: error: {type(exc).__name__}: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except LBENError as exc:
-        print(f"lben-ode robustness: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = traceback_wanted(argv)
+    argv = [a for a in argv if a != "--traceback"]
+    run_reporting_errors("lben-ode robustness", lambda: _run_naming_the_flag(argv), show_traceback)
 
 
 if __name__ == "__main__":  # pragma: no cover

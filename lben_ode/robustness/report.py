@@ -146,7 +146,9 @@ def robustness_report(
         pool: list[torch.Tensor] = []
         n_pool = 0
         batches = _batches(data, batch_size)
-        for x_raw, labels in with_progress(batches, progress, f"{name}: evaluate", _batch_count(data, batch_size)):
+        n_batches = _batch_count(data, batch_size)
+        bar = with_progress(batches, progress, f"{name}: evaluate and certify", n_batches)
+        for x_raw, labels in bar:
             x_raw, labels = x_raw.to(device=device, dtype=dtype or x_raw.dtype), labels.to(device)
             check_inputs(x_raw, labels, "x")
             x_model = to_model_units(x_raw, normalization)
@@ -165,6 +167,8 @@ def robustness_report(
             take = x_raw.shape[0] if attack_samples is None else min(x_raw.shape[0], attack_samples - n_attacked)
             if take > 0:
                 for j, e in enumerate(radii):
+                    if progress:  # each radius's attack takes long: say which one runs
+                        bar.set_description(f"{name}: attack ε={e:g}", refresh=True)
                     result = pgd_attack(
                         model, x_raw[:take], labels[:take], e, normalization, steps=attack_steps,
                         restarts=attack_restarts, step_size=attack_step_size, loss=attack_loss,
@@ -173,6 +177,8 @@ def robustness_report(
                     robust[j] += float(result.robust.sum())
                     attack_converged[j] += float(result.converged.sum())
                 n_attacked += take
+                if progress:
+                    bar.set_description(f"{name}: evaluate and certify", refresh=False)
             if n_pool < lipschitz_samples:
                 pool.append(x_model[: lipschitz_samples - n_pool].detach())
                 n_pool += pool[-1].shape[0]
@@ -183,7 +189,9 @@ def robustness_report(
             model, points, restarts=lipschitz_restarts, steps=lipschitz_steps, generator=generator,
             progress=progress, allow_unconverged=allow_unconverged,
         )
-        jac = jacobian_norm(model, points, batch_size=batch_size, allow_unconverged=allow_unconverged)
+        jac = jacobian_norm(
+            model, points, batch_size=batch_size, progress=progress, allow_unconverged=allow_unconverged
+        )
         jac_converged = ~jac.isnan()
         # Unconverged samples are NaN: the bound is the largest over the converged ones (NaN if none).
         jac_max = float(jac[jac_converged].max()) if bool(jac_converged.any()) else math.nan

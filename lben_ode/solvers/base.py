@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import ConvergenceError, ConvergenceWarning
+from ..warning_location import user_stacklevel
 from .options import COMMON_OPTIONS, Option, validate_options
 from .problem import FixedPointProblem
 from .stats import SolverStats
@@ -91,7 +92,7 @@ class Solver(ABC):
     def _raise_or_warn(self, message: str) -> None:
         if self.options["on_nonconvergence"] == "raise":
             raise ConvergenceError(message)
-        warnings.warn(message, ConvergenceWarning, stacklevel=5)
+        warnings.warn(message, ConvergenceWarning, stacklevel=user_stacklevel())
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
