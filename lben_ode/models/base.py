@@ -159,12 +159,12 @@ class EquilibriumModel(nn.Module):
         if solver.differentiable and torch.is_grad_enabled():
             z, stats = solver.solve_differentiable(parts, injection, self.activation, z0)
             self.solver_stats = {"forward": stats}
-            solver.report(stats, "forward")
+            solver.report(stats, "forward", gradient=z.requires_grad)
             return z
         problem = FixedPointProblem(parts.operator, injection.detach(), self.activation)
         z_star, stats = solver.solve(problem, None if z0 is None else z0.detach())
         self.solver_stats = {"forward": stats}
-        solver.report(stats, "forward")
+        solver.report(stats, "forward", gradient=torch.is_grad_enabled() and injection.requires_grad)
 
         def record(backward: SolverStats) -> None:
             self.solver_stats["backward"] = backward

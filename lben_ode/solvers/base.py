@@ -21,6 +21,15 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def unreliable_gradient_note(what: str, gradient: bool) -> str:
+    """What a non-converged solve means for gradients: the end of a non-convergence message."""
+    if what == "backward":
+        return "; the gradient computed from this adjoint solve is unreliable"
+    if gradient:
+        return "; gradients through this solve are unreliable (they assume an equilibrium)"
+    return ""
+
+
 class Solver(ABC):
     """An equilibrium solver: finds z with ``z = σ(W z + b)`` for every sample of a batch.
 
@@ -60,8 +69,15 @@ class Solver(ABC):
         """Raise :class:`UnsupportedSolverError` if this solver cannot handle the problem's model."""
         return None
 
-    def report(self, stats: SolverStats, what: str) -> None:
-        """Warn or raise (per ``on_nonconvergence``) when some sample did not converge."""
+    def report(self, stats: SolverStats, what: str, gradient: bool = False) -> None:
+        """Warn or raise (per ``on_nonconvergence``) when some sample did not converge.
+
+        Args:
+            stats: the solve's statistics.
+            what: ``"forward"`` or ``"backward"`` (the adjoint solve of an implicit gradient).
+            gradient: whether gradients will be computed from this forward solve; the message
+                then says they are unreliable (a backward solve always says so).
+        """
         if stats.all_converged:
             return
         n_bad = int((~stats.converged).sum())
@@ -71,6 +87,9 @@ class Solver(ABC):
             f"tol={stats.tol:g} in {stats.total_iterations} iterations (worst relative residual "
             f"{worst:.3g}); raise max_iter, or see model.solver_stats"
         )
+        self._raise_or_warn(message + unreliable_gradient_note(what, gradient))
+
+    def _raise_or_warn(self, message: str) -> None:
         if self.options["on_nonconvergence"] == "raise":
             raise ConvergenceError(message)
         warnings.warn(message, ConvergenceWarning, stacklevel=user_stacklevel())

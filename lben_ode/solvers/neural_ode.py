@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -13,9 +12,8 @@ import torch
 from torchdiffeq import odeint, odeint_adjoint
 
 from ..activations import Activation
-from ..errors import ConfigurationError, ConvergenceError, ConvergenceWarning
-from ..warning_location import user_stacklevel
-from .base import Solver, _synchronize
+from ..errors import ConfigurationError, ConvergenceError
+from .base import Solver, _synchronize, unreliable_gradient_note
 from .ode_dynamics import (
     ADAPTIVE_METHODS,
     FIXED_STEP_METHODS,
@@ -154,9 +152,12 @@ class SteadyStateODE(Solver):
     the trajectory need not be accurate for the end point to be exact; what matters near the end
     is stability. An adaptive method's error control lets its step grow to the edge of the method's
     stability region, where the state jitters at some tens of times rtol instead of settling, so
-    ``rtol`` and ``atol`` default to ``tol / 10``; and when the absolute residual ``‖dz/dt‖`` grows
-    over a chunk (the jitter, or a fixed step outside the stability region), the chunk is discarded
-    and the steps made smaller: an adaptive method's steps are capped at 0.7 times the last one, a
+    ``rtol`` and ``atol`` default to ``tol / 10``. Growth of the absolute residual ``‖dz/dt‖`` over
+    one chunk is not taken as instability: on a stable problem whose linearisation is not normal
+    it rises before it decays (and would rise again on every retry). When ``patience`` chunks in a
+    row fail to lower the best absolute residual seen (the jitter, or a fixed step outside the
+    stability region), or the state becomes non-finite, the integration resumes from the best
+    state with smaller steps: an adaptive method's steps are capped at 0.7 times the last one, a
     fixed step is halved (``step_size`` is thus the initial step). ``extra`` reports the number of
     such reductions and the final ``max_step`` or ``step_size``.
 
@@ -230,6 +231,13 @@ class SteadyStateODE(Solver):
         ),
         "chunk_growth": Option(
             2.0, _at_least_one, "a float ≥ 1", "largest ratio of a chunk's length to the previous one's"
+        ),
+        "patience": Option(
+            3,
+            positive_int,
+            "an int ≥ 1",
+            "chunks in a row that may fail to lower the best absolute residual ‖dz/dt‖ before the "
+            "steps are made smaller (‖dz/dt‖ may rise before it decays on a stable problem)",
         ),
         "max_time": Option(
             1000.0, positive_float(), "a float > 0", "integration-time budget of one solve (ODE time units)"
@@ -326,6 +334,8 @@ class SteadyStateODE(Solver):
         dynamics.step_limit = budget
         control = _StepControl(*self.tolerances(), self.options["max_step"], self.options["step_size"])
         check = _Check.measure(problem, z, 0.0, tol, None, 0)
+        # The best check so far (smallest absolute residual): where a stalled integration restarts.
+        best, stalled = check, 0
         chunk, checks, reason = self.options["chunk_time"], 1, ""
         while not (check.settled or reason):
             if check.t >= max_time:
@@ -342,12 +352,24 @@ class SteadyStateODE(Solver):
                 z, t = _last_good_state(dynamics, z, t)
             new = _Check.measure(problem, z, t, tol, check, dynamics.accepted_steps())
             checks += 1
-            unstable = new.non_finite or new.worst_abs >= check.worst_abs > 0
-            if unstable and not reason:
-                new = self._stabilise(control, dynamics, check, new)
+            if reason:
+                check = new
+                break
+            if new.non_finite:
+                new, stalled = self._stabilise(control, dynamics, best), 0
                 chunk = min(chunk, self.options["chunk_time"])
-            else:
+            elif new.worst_abs < best.worst_abs or new.settled:
                 chunk = self._next_chunk(chunk, check, new)
+                best, stalled = new, 0
+            else:
+                # ‖dz/dt‖ may rise before it decays (a stable but non-normal linearisation), so
+                # growth over one chunk is not instability: only `patience` chunks in a row that
+                # do not beat the best residual are, and then the steps shrink and the
+                # integration resumes from the best state.
+                stalled += 1
+                if stalled >= self.options["patience"]:
+                    new, stalled = self._stabilise(control, dynamics, best), 0
+                    chunk = min(chunk, self.options["chunk_time"])
             check = new
         z, residual = check.z, check.residual
         converged = torch.isfinite(residual) & (residual <= tol)
@@ -379,15 +401,13 @@ class SteadyStateODE(Solver):
         )
         return z, stats
 
-    def _stabilise(
-        self, control: _StepControl, dynamics: CountingDynamics, before: _Check, after: _Check
-    ) -> _Check:
-        """React to a chunk over which the residual grew: take smaller steps from the earlier state.
+    def _stabilise(self, control: _StepControl, dynamics: CountingDynamics, best: _Check) -> _Check:
+        """React to a non-finite state or a stalled residual: take smaller steps from the best state.
 
         An adaptive method whose steps sit at its stability limit makes the state jitter at about
         the rtol/atol level instead of settling: its steps are capped at 0.7 times the last one. A
         fixed step outside the method's stability region makes the state grow: it is halved. In
-        both cases the integration goes on from the state before the chunk, the better of the two.
+        both cases the integration goes on from the best state checked so far.
         """
         control.reductions += 1
         if self.adaptive:
@@ -395,7 +415,7 @@ class SteadyStateODE(Solver):
                 control.max_step = 0.7 * float(dynamics.last_step)
         else:
             control.step_size = control.step_size / 2
-        return before
+        return best
 
     def _next_chunk(self, chunk: float, before: _Check, after: _Check) -> float:
         """Length of the next chunk from the last two checks: the time that the measured decay rate
@@ -525,7 +545,7 @@ class SteadyStateODE(Solver):
         return z, stats
 
     # -- reporting --------------------------------------------------------------------------------
-    def report(self, stats: SolverStats, what: str) -> None:
+    def report(self, stats: SolverStats, what: str, gradient: bool = False) -> None:
         """Warn or raise (per ``on_nonconvergence``) when some sample did not converge, saying why."""
         if stats.all_converged:
             return
@@ -539,9 +559,7 @@ class SteadyStateODE(Solver):
             f"{stats.extra.get('integration_time', float('nan')):.4g}: {reason}; raise max_iter or "
             "max_time, or see model.solver_stats"
         )
-        if self.options["on_nonconvergence"] == "raise":
-            raise ConvergenceError(message)
-        warnings.warn(message, ConvergenceWarning, stacklevel=user_stacklevel())
+        self._raise_or_warn(message + unreliable_gradient_note(what, gradient))
 
 
 def _differentiable_map(
