@@ -208,6 +208,8 @@ class LBENCLI(LightningCLI):
             # logger.log_dir, not trainer.log_dir: the latter is a collective call across processes.
             if isinstance(logger, CSVLogger):
                 lines.append(f"metrics (CSV):   {Path(logger.log_dir) / 'metrics.csv'}")
+            elif type(logger).__name__ == "TensorBoardLogger":
+                lines.append(f"TensorBoard:     {logger.log_dir} (tensorboard --logdir {logger.root_dir})")
             config = Path(logger.log_dir or "") / "config.yaml"
             if logger.log_dir and config.is_file():
                 lines.append(f"config:          {config}")

@@ -155,3 +155,23 @@ def test_top_level_help_mentions_the_robustness_command(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "lben-ode robustness" in capsys.readouterr().out
+
+
+def test_tensorboard_logs_beside_the_csv(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(CONFIGS / "tensorboard.yaml"), "--trainer.max_epochs", "1",
+          "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+          "--trainer.enable_progress_bar", "false", "--model.model.init_args.width", "8"])
+    out = capsys.readouterr().out
+    assert (tmp_path / "runs" / "lightning_logs" / "version_0" / "metrics.csv").is_file()
+    assert list((tmp_path / "runs").rglob("events.out.tfevents.*")), "no TensorBoard event file"
+    assert "metrics (CSV):" in out and "TensorBoard:" in out
+
+
+def test_an_activation_parameter_is_set_from_the_command_line():
+    cli = LBENCLI(args=["--model.model.init_args.activation", "lben_ode.activations.LeakyReLU",
+                        "--model.model.init_args.activation.negative_slope", "0.1"], run=False)
+    assert cli.model.model.activation.negative_slope == 0.1
+    x = torch.tensor([-2.0, 3.0])
+    assert torch.equal(cli.model.model.activation(x), torch.tensor([-0.2, 3.0]))
