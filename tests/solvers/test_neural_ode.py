@@ -8,7 +8,7 @@ from torch.autograd import gradcheck
 
 from lben_ode import LBEN, ConfigurationError, ConvergenceError, ConvergenceWarning, UnknownNameError
 from lben_ode.activations import Activation, LinearSlopes, Tanh
-from lben_ode.models.base import ForwardParts
+from lben_ode.gradients import EquilibriumGraph, ODEAdjoint
 from lben_ode.models.dense_operator import DenseOperator
 from lben_ode.solvers import FixedPointProblem, available, get_solver, solver_class
 from lben_ode.solvers.neural_ode import SteadyStateODE
@@ -263,17 +263,16 @@ def test_adjoint_gradients_of_a_non_flat_state_equal_the_flat_ones(small_model_f
     def run(flat: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         model.zero_grad(set_to_none=True)
         x.grad = None
-        flat_parts = parts = model.forward_parts()
-        injection = parts.injection(x)
+        parts = model.forward_parts()
+        graph = EquilibriumGraph(parts.apply_W, parts.injection(x), model.activation, parts.operator)
         if not flat:  # W through apply_W: the adjoint parameters are the leaves behind it
-            parts = ForwardParts(
-                apply_W=lambda z: flat_parts.apply_W(z.flatten(1)).view_as(z),
-                injection=flat_parts.injection,
-                output=flat_parts.output,
-                operator=ReshapedOperator(flat_parts.operator),
+            graph = EquilibriumGraph(
+                apply_W=lambda z: parts.apply_W(z.flatten(1)).view_as(z),
+                injection=graph.injection.view(3, 2, 6),
+                activation=model.activation,
+                operator=ReshapedOperator(parts.operator),
             )
-            injection = injection.view(3, 2, 6)
-        z, stats = solver.solve_differentiable(parts, injection, model.activation, None)
+        z, stats = ODEAdjoint().equilibrium(solver, graph, None, lambda stats: None)
         assert stats.all_converged
         z = z.flatten(1)
         z.sin().sum().backward()
