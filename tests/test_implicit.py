@@ -159,3 +159,25 @@ def test_autograd_memory_does_not_grow_with_solver_iterations(solver):
     assert model.solver_stats["backward"].all_converged
     assert tight == loose
     assert tight[0] > 0  # the hooks did see the one differentiable step
+
+
+@pytest.mark.parametrize(("solver", "gamma", "margin"), [("pr", 0.1, 0.1), ("fb", 2.0, 1.0), ("anderson", 2.0, 1.0)])
+@pytest.mark.parametrize("grad", [False, True])
+def test_returned_state_is_the_solved_one(solver, gamma, margin, grad, reference, activation_reference):
+    # The state handed on must meet the tolerance the statistics claim. One more step
+    # σ(W z* + U x + b) would have a residual about ‖DW‖ times larger than z*'s own.
+    torch.manual_seed(2)
+    model = LBEN(10, 5, 64, gamma=gamma, margin=margin, solver=solver, tol=1e-5)
+    x = torch.randn(256, 10, requires_grad=grad)
+    with torch.set_grad_enabled(grad):
+        z = model.equilibrium(x)
+    stats = model.solver_stats["forward"]
+    assert stats.all_converged
+    w = model.explicit_weights()
+    injection = x.detach() @ w.U.T + w.b_z
+    residual = reference.residual(w.W, injection, z.detach(), activation_reference("relu")[0])
+    # The float64 residual of the returned float32 state is the reported one up to float32
+    # rounding (a few 1e-7), and under the tolerance (one extra step gave 1e-4 here).
+    assert float((residual.float() - stats.residual).abs().max()) < 5e-7
+    assert float(residual.max()) <= 1.05 * stats.tol
+    assert z.requires_grad == grad

@@ -1,9 +1,13 @@
 """Implicit differentiation of an equilibrium (DESIGN §3).
 
-The forward solve runs without an autograd graph. One extra step ``z = σ(W z* + U x + b_z)`` is
-taken with autograd on, and the gradient arriving at z is replaced by the solution w of the adjoint
+The forward solve runs without an autograd graph. One extra step ``f = σ(W z* + U x + b_z)`` is
+taken with autograd on, and the gradient arriving at it is replaced by the solution w of the adjoint
 equilibrium ``w = g + Wᵀ D w`` (D = diag σ'(W z* + U x + b_z)), which turns the one-step gradient
 into the implicit-function-theorem gradient. Memory does not depend on the number of iterations.
+
+The value handed on is the solver's z* itself, not the extra step: ``z* + (f − f.detach())`` equals
+z* exactly and has f's gradient. The extra step would move the state by about ``‖DW‖`` times the
+residual, so the returned state would no longer be the one ``solver_stats`` describes.
 """
 
 from __future__ import annotations
@@ -65,12 +69,15 @@ def equilibrium_with_implicit_gradient(
         on_backward_stats: called with the statistics of each backward solve.
 
     Returns:
-        ``σ(W z* + U x + b_z)``: equal to z* up to the solver tolerance, with implicit gradients.
+        z* itself (the state the solver's statistics describe), carrying the implicit gradient when
+        autograd is recording and the parameters or inputs require it.
     """
+    if not torch.is_grad_enabled():
+        return z_star
     pre_activation = apply_W(z_star) + injection
-    z = activation(pre_activation)
-    if not z.requires_grad:
-        return z
+    step = activation(pre_activation)
+    if not step.requires_grad:
+        return z_star
     slopes = activation.derivative(pre_activation.detach())
 
     def replace_gradient(grad: torch.Tensor | None) -> torch.Tensor | None:
@@ -81,8 +88,9 @@ def equilibrium_with_implicit_gradient(
         solver.report(stats, "backward")
         return w
 
-    z.register_hook(replace_gradient)
-    return z
+    step.register_hook(replace_gradient)
+    # Exactly z* in value (f − f.detach() is exactly zero), with the gradient of the step.
+    return z_star + (step - step.detach())
 
 
 class ImplicitGradient(GradientMethod):
