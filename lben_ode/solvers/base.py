@@ -12,7 +12,8 @@ from .loop import Check, run
 from .loop import synchronize as _synchronize  # noqa: F401  (kept for code that imported it from here)
 from .options import COMMON_OPTIONS, Option, validate_options
 from .problem import FixedPointProblem, describe_capability, operator_capabilities
-from .results import Result, report_nonconvergence
+from .reporting import report_nonconvergence
+from .results import Result
 from .stats import SolverStats
 
 
@@ -73,7 +74,7 @@ class Solver(ABC):
 
     def report(self, stats: SolverStats, what: str) -> None:
         """Warn or raise (per ``on_nonconvergence``) when some sample did not converge, saying why
-        (see :func:`~lben_ode.solvers.results.report_nonconvergence`)."""
+        (see :func:`~lben_ode.solvers.reporting.report_nonconvergence`)."""
         report_nonconvergence(stats, what, self.options["on_nonconvergence"], stacklevel=4)
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ from lben_ode.gradients import EquilibriumGraph, ODEAdjoint
 from lben_ode.models.dense_operator import DenseOperator
 from lben_ode.solvers import FixedPointProblem, available, get_solver, solver_class
 from lben_ode.solvers.neural_ode import SteadyStateODE
+from lben_ode.solvers.results import Result
 
 MODEL_KINDS = ["lben_gamma", "lben_unconstrained", "mondeq"]
 #: Right-hand-side evaluations per step of each method in torchdiffeq (dopri5 and bosh3 reuse the
@@ -298,7 +299,7 @@ def test_tiny_step_budget_is_flagged(small_model_factory):
     assert not bool(stats.converged.any()) and stats.residual.max() > 1e-8
     assert stats.extra["accepted_steps"] + stats.extra["rejected_steps"] == 3
     assert bool(torch.isfinite(z).all()) and z.abs().sum() > 0  # the last state reached, not zeros
-    assert "max_iter=3" in stats.stop_reason
+    assert "max_iter=3" in stats.stop_reason and stats.result is Result.MAX_STEPS
     model.set_solver("ode", tol=1e-8, max_iter=3, on_nonconvergence="raise")
     with pytest.raises(ConvergenceError, match=r"4 of 4 samples did not reach tol=1e-08"):
         model(x)
@@ -311,6 +312,7 @@ def test_tiny_time_budget_is_flagged(small_model_factory):
             model.equilibrium(torch.randn(4, 5, dtype=torch.float64))
     stats = model.solver_stats["forward"]
     assert stats.extra["integration_time"] == 0.5 and not stats.all_converged
+    assert stats.result is Result.MAX_TIME
 
 
 class BreaksAbove(Activation):
@@ -332,6 +334,7 @@ def test_a_failure_inside_torchdiffeq_is_reported_not_raised():
     solver = get_solver("ode", tol=1e-8)
     z, stats = solver.solve(problem)
     assert not stats.all_converged and "step size underflowed" in stats.stop_reason
+    assert stats.result is Result.INTEGRATOR_FAILED
     # The last state the integration accepted is returned: finite, and on the way to z*.
     assert bool(torch.isfinite(z).all()) and stats.extra["integration_time"] > 0
     assert bool(((z > 0.3) & (z <= 0.7)).all())
