@@ -209,7 +209,7 @@ class EquilibriumModel(nn.Module):
         graph = EquilibriumGraph(parts.apply_W, injection, self.activation, parts.operator)
         z, stats = self.gradient.equilibrium(solver, graph, z0, record)
         self.solver_stats = {"forward": stats}
-        solver.report(stats, "forward")
+        solver.report(stats, "forward", gradient=z.requires_grad)
         return z
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -72,10 +72,17 @@ class Solver(ABC):
                 "provide; use solver='fb' (or another solver that only applies W and Wᵀ)"
             )
 
-    def report(self, stats: SolverStats, what: str) -> None:
+    def report(self, stats: SolverStats, what: str, gradient: bool = False) -> None:
         """Warn or raise (per ``on_nonconvergence``) when some sample did not converge, saying why
-        (see :func:`~lben_ode.solvers.reporting.report_nonconvergence`)."""
-        report_nonconvergence(stats, what, self.options["on_nonconvergence"], stacklevel=4)
+        (see :func:`~lben_ode.solvers.reporting.report_nonconvergence`).
+
+        Args:
+            stats: the solve's statistics.
+            what: ``"forward"`` or ``"backward"`` (the adjoint solve of an implicit gradient).
+            gradient: whether gradients will be computed from this forward solve; the message
+                then says they are unreliable (a backward solve always says so).
+        """
+        report_nonconvergence(stats, what, self.options["on_nonconvergence"], gradient, stacklevel=4)
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())

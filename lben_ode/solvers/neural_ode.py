@@ -57,7 +57,10 @@ class ODEState:
         dynamics: the right-hand side, counting evaluations and steps (and enforcing ``max_iter``).
         control: the step control, made more careful after an instability.
         chunk: length of the next chunk of integration time.
-        kept_t: time of the last check the solver kept (a discarded chunk restarts from there).
+        checked_t: time of the last check (the one the next chunk's decay rate is measured against).
+        best: the check with the smallest absolute residual so far (None before the first chunk):
+            where a stalled integration restarts; best_t: its time.
+        stalled: chunks in a row that did not beat ``best``.
         stop: (result, cause) once the integration cannot go on (a budget, or a failure).
     """
 
@@ -66,7 +69,10 @@ class ODEState:
     dynamics: CountingDynamics
     control: StepControl
     chunk: float
-    kept_t: float = 0.0
+    checked_t: float = 0.0
+    best: Check | None = None
+    best_t: float = 0.0
+    stalled: int = 0
     stop: tuple[Result, str] | None = None
 
 
@@ -100,9 +106,12 @@ class SteadyStateODE(IterativeSolver):
     the trajectory need not be accurate for the end point to be exact; what matters near the end
     is stability. An adaptive method's error control lets its step grow to the edge of the method's
     stability region, where the state jitters at some tens of times rtol instead of settling, so
-    ``rtol`` and ``atol`` default to ``tol / 10``; and when the absolute residual ``‖dz/dt‖`` grows
-    over a chunk (the jitter, or a fixed step outside the stability region), the chunk is discarded
-    and the steps made smaller: an adaptive method's steps are capped at 0.7 times the last one, a
+    ``rtol`` and ``atol`` default to ``tol / 10``. Growth of the absolute residual ``‖dz/dt‖`` over
+    one chunk is not taken as instability: on a stable problem whose linearisation is not normal
+    it rises before it decays (and would rise again on every retry). When ``patience`` chunks in a
+    row fail to lower the best absolute residual seen (the jitter, or a fixed step outside the
+    stability region), or the state becomes non-finite, the integration resumes from the best
+    state with smaller steps: an adaptive method's steps are capped at 0.7 times the last one, a
     fixed step is halved (``step_size`` is thus the initial step). ``extra`` reports the number of
     such reductions and the final ``max_step`` or ``step_size``.
 
@@ -180,6 +189,13 @@ class SteadyStateODE(IterativeSolver):
         ),
         "chunk_growth": Option(
             2.0, _at_least_one, "a float ≥ 1", "largest ratio of a chunk's length to the previous one's"
+        ),
+        "patience": Option(
+            3,
+            positive_int,
+            "an int ≥ 1",
+            "chunks in a row that may fail to lower the best absolute residual ‖dz/dt‖ before the "
+            "steps are made smaller (‖dz/dt‖ may rise before it decays on a stable problem)",
         ),
         "max_time": Option(
             1000.0, positive_float(), "a float > 0", "integration-time budget of one solve (ODE time units)"
@@ -292,18 +308,35 @@ class SteadyStateODE(IterativeSolver):
     def review(
         self, problem: FixedPointProblem, state: ODEState, before: Check | None, after: Check
     ) -> tuple[ODEState, Check]:
-        """Discard a chunk over which the absolute residual grew (or the state became non-finite)
-        and make the steps more careful (:meth:`_stabilise`); otherwise size the next chunk."""
+        """Judge progress over a window of chunks: a non-finite state, or ``patience`` chunks in a
+        row that do not beat the best absolute residual, make the steps more careful
+        (:meth:`_stabilise`) and restart from the best state; otherwise size the next chunk."""
         assert before is not None  # the ODE solver checks its starting state
-        unstable = after.non_finite or after.worst_abs >= before.worst_abs > 0
-        if unstable and state.stop is None:
-            self._stabilise(state.control, state.dynamics)
-            state.z, state.t = before.z, state.kept_t
-            state.chunk = min(state.chunk, self.options["chunk_time"])
-            return state, before
-        state.chunk = self._next_chunk(state.chunk, before, after, state.t - state.kept_t)
-        state.kept_t = state.t
+        best = before if state.best is None else state.best
+        elapsed, state.checked_t = state.t - state.checked_t, state.t
+        if state.stop is not None:  # the solve ends here, with the state reached
+            return state, after
+        if after.non_finite:
+            return self._restart_from_best(state, best), best
+        if after.worst_abs < best.worst_abs or after.settled:
+            state.chunk = self._next_chunk(state.chunk, before, after, elapsed)
+            state.best, state.best_t, state.stalled = after, state.t, 0
+            return state, after
+        # ‖dz/dt‖ may rise before it decays (a stable but non-normal linearisation), so growth over
+        # one chunk is not instability: only `patience` chunks in a row that do not beat the best
+        # residual are.
+        state.best, state.stalled = best, state.stalled + 1
+        if state.stalled >= self.options["patience"]:
+            return self._restart_from_best(state, best), best
         return state, after
+
+    def _restart_from_best(self, state: ODEState, best: Check) -> ODEState:
+        """Smaller steps (:meth:`_stabilise`) from the best state checked so far, with a short chunk."""
+        self._stabilise(state.control, state.dynamics)
+        state.z, state.t = best.z, state.best_t
+        state.checked_t, state.stalled = state.t, 0
+        state.chunk = min(state.chunk, self.options["chunk_time"])
+        return state
 
     def terminate(self, state: ODEState, check: Check) -> tuple[Result, str] | None:
         """Stop when a budget ran out or the integrator failed inside a chunk, or at ``max_time``."""
@@ -334,12 +367,12 @@ class SteadyStateODE(IterativeSolver):
         return extra
 
     def _stabilise(self, control: StepControl, dynamics: CountingDynamics) -> None:
-        """React to a chunk over which the residual grew: take smaller steps from the earlier state.
+        """React to a non-finite state or a stalled residual: take smaller steps.
 
         An adaptive method whose steps sit at its stability limit makes the state jitter at about
         the rtol/atol level instead of settling: its steps are capped at 0.7 times the last one. A
         fixed step outside the method's stability region makes the state grow: it is halved. In
-        both cases the integration goes on from the state before the chunk, the better of the two.
+        both cases the integration goes on from the best state checked so far.
         """
         control.reductions += 1
         if self.adaptive:

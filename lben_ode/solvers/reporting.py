@@ -24,13 +24,27 @@ def nonconvergence_message(stats: SolverStats, what: str) -> str:
     )
 
 
-def report_nonconvergence(stats: SolverStats, what: str, on_nonconvergence: str, stacklevel: int = 3) -> None:
+def unreliable_gradient_note(what: str, gradient: bool) -> str:
+    """What a non-converged solve means for gradients: the end of a non-convergence message."""
+    if what == "backward":
+        return "; the gradient computed from this adjoint solve is unreliable"
+    if gradient:
+        return "; gradients through this solve are unreliable (they assume an equilibrium)"
+    return ""
+
+
+def report_nonconvergence(
+    stats: SolverStats, what: str, on_nonconvergence: str, gradient: bool = False, stacklevel: int = 3
+) -> None:
     """Warn (``on_nonconvergence="warn"``) or raise (``"raise"``) when ``stats`` is not converged.
 
     Args:
         stats: the statistics of the solve.
-        what: which solve (``"forward"``, ``"backward"``), named in the message.
+        what: which solve (``"forward"``, or ``"backward"``: the adjoint solve of an implicit
+            gradient), named in the message.
         on_nonconvergence: ``"warn"`` or ``"raise"``.
+        gradient: whether gradients will be computed from this forward solve; the message then
+            says they are unreliable (a backward solve always says so).
         stacklevel: of the warning, counted from the caller of this function.
 
     Raises:
@@ -38,7 +52,7 @@ def report_nonconvergence(stats: SolverStats, what: str, on_nonconvergence: str,
     """
     if stats.all_converged:
         return
-    message = nonconvergence_message(stats, what)
+    message = nonconvergence_message(stats, what) + unreliable_gradient_note(what, gradient)
     if on_nonconvergence == "raise":
         raise ConvergenceError(message)
     warnings.warn(message, ConvergenceWarning, stacklevel=stacklevel + 1)
