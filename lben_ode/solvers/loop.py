@@ -10,13 +10,14 @@ result code saying why it stopped, and the statistics. Solvers never write their
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import torch
 
-from .problem import RESIDUAL_FLOOR, FixedPointProblem
+from .problem import FixedPointProblem
 from .results import Result
 from .stats import SolverStats
 
@@ -41,7 +42,8 @@ class Check:
             the distance to z*, while the relative residual of a state running off to infinity stays
             bounded.
         done: ``(batch,)`` samples under ``tol`` now (NaN never is).
-        first_hit: ``(batch,)`` the progress at the check where each sample last came under ``tol``.
+        first_hit: ``(batch,)`` the progress at the check where each sample last came under ``tol``
+            (meaningful where ``done``).
         worst: largest relative residual among the finite samples not done (0 when none).
         worst_abs: largest absolute residual among them.
         settled: every sample is done or non-finite.
@@ -64,29 +66,27 @@ class Check:
 def measure(
     problem: FixedPointProblem, z: torch.Tensor, tol: float, previous: Check | None, steps: int, progress: int
 ) -> Check:
-    """Check ``z``: residuals and the per-sample first hit on the device, four scalars read with one sync."""
-    residual = problem.relative_residual(z)
-    absolute = residual * (z.flatten(1).norm(dim=1) + RESIDUAL_FLOOR)
-    finite = torch.isfinite(residual)
-    done = residual <= tol
+    """Check ``z``: residuals and the per-sample first hit on the device, two scalars read with one sync.
+
+    A check runs every few steps, so it is kept to a few batched operations: one reduction gives
+    the largest relative and absolute residuals of the samples not done. Only when that finds a
+    non-finite residual (a diverged solve) does a second reduction, with a second sync, find the
+    largest residuals among the finite samples.
+    """
+    absolute, residual = problem.residuals(z)
+    done = residual <= tol  # NaN is never done
+    # The progress at which each sample last came under tol (meaningful where done).
     if previous is None:
-        first_hit = torch.where(done, progress, 0)
+        first_hit = torch.full_like(residual, progress, dtype=torch.long)
     else:
-        first_hit = torch.where(done & ~previous.done, progress, previous.first_hit)
-    open_samples = ~done & finite
-    zero = torch.zeros_like(residual)
-    scalars = torch.stack(
-        [
-            torch.where(open_samples, residual, zero).max(),
-            torch.where(open_samples, absolute, zero).max(),
-            (done | ~finite).all().to(residual.dtype),
-            (~finite).any().to(residual.dtype),
-        ]
-    )
-    worst, worst_abs, settled, non_finite = scalars.tolist()  # the check's one host sync
-    return Check(
-        z, steps, progress, residual, absolute, done, first_hit, worst, worst_abs, bool(settled), bool(non_finite)
-    )
+        first_hit = torch.where(previous.done, previous.first_hit, progress)
+    open_rows = torch.where(done, 0.0, torch.stack([residual, absolute]))
+    worst, worst_abs = open_rows.amax(dim=1).tolist()  # the check's one host sync
+    non_finite = not math.isfinite(worst)
+    if non_finite:
+        worst, worst_abs = open_rows.nan_to_num(0.0, 0.0, 0.0).amax(dim=1).tolist()
+    # An open finite sample has a residual over tol > 0, so none is left exactly when worst is 0.
+    return Check(z, steps, progress, residual, absolute, done, first_hit, worst, worst_abs, worst == 0.0, non_finite)
 
 
 class LoopSolver(Protocol):

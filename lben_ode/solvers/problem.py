@@ -82,7 +82,12 @@ class FixedPointProblem:
         """σ(W z + injection)."""
         return self.activation(self.operator.apply(z) + self.injection)
 
+    def residuals(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample absolute ``‖z − σ(Wz + b)‖`` and relative ``‖z − σ(Wz + b)‖ / (‖z‖ + floor)``
+        residuals, each ``(batch,)``; NaN stays NaN. The solve loop's checks use both."""
+        absolute = (z - self.fixed_point_map(z)).flatten(1).norm(dim=1)
+        return absolute, absolute / (z.flatten(1).norm(dim=1) + RESIDUAL_FLOOR)
+
     def relative_residual(self, z: torch.Tensor) -> torch.Tensor:
         """Per-sample ``‖z − σ(Wz + b)‖ / (‖z‖ + floor)``, shape ``(batch,)``; NaN stays NaN."""
-        r = (z - self.fixed_point_map(z)).flatten(1).norm(dim=1)
-        return r / (z.flatten(1).norm(dim=1) + RESIDUAL_FLOOR)
+        return self.residuals(z)[1]
