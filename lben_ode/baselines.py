@@ -24,8 +24,8 @@ from .continuous.interpolation import SampledSignal, check_interpolation
 from .continuous.simulation import method_options
 from .continuous.stats import SimulationStats
 from .errors import ConfigurationError, IntegrationError, NonFiniteInputError, ShapeError
-from .models.base import check_positive_int
 from .solvers.ode_dynamics import CountingDynamics, StepBudgetExhausted
+from .validation import check_count
 
 
 def _check_inputs(model: nn.Module, u: Any, t: Any) -> torch.Tensor:
@@ -85,11 +85,11 @@ class NeuralODE(nn.Module):
         **integrator_options: Any,
     ) -> None:
         super().__init__()
-        self.input_size = check_positive_int("input_size", input_size)
-        self.output_size = check_positive_int("output_size", output_size)
-        self.width = check_positive_int("width", width)
-        check_positive_int("hidden", hidden)
-        check_positive_int("hidden_layers", hidden_layers)
+        self.input_size = check_count("input_size", input_size)
+        self.output_size = check_count("output_size", output_size)
+        self.width = check_count("width", width)
+        check_count("hidden", hidden)
+        check_count("hidden_layers", hidden_layers)
         self.interpolation = check_interpolation(interpolation)
         layers: list[nn.Module] = []
         size = width + input_size
@@ -187,10 +187,10 @@ class RecurrentNetwork(nn.Module):
             from .errors import unknown_name
 
             raise unknown_name("cell", cell, list(CELLS))
-        self.input_size = check_positive_int("input_size", input_size)
-        self.output_size = check_positive_int("output_size", output_size)
-        self.width = check_positive_int("width", width)
-        self.rnn = CELLS[cell](input_size, width, num_layers=check_positive_int("layers", layers), batch_first=True)
+        self.input_size = check_count("input_size", input_size)
+        self.output_size = check_count("output_size", output_size)
+        self.width = check_count("width", width)
+        self.rnn = CELLS[cell](input_size, width, num_layers=check_count("layers", layers), batch_first=True)
         self.readout = nn.Linear(width, output_size)
         self.simulation_stats: SimulationStats | None = None
 

@@ -118,7 +118,7 @@ class Reference:
     def check_model(
         self, model: torch.nn.Module, x: torch.Tensor, tol: float, slack: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Solve with ``model`` and check it against the reference; returns (z, error bound).
+        """Solve with ``model`` and check it against the reference; returns (z flattened, error bound).
 
         Checks: the solver reports convergence with residual ≤ tol; the float64 residual of the
         returned z is ≤ tol + slack (slack only for float32 rounding of the solver's own residual);
@@ -131,7 +131,9 @@ class Reference:
         assert bool(stats.converged.all()), stats
         assert bool((stats.residual <= tol).all()), stats
         weights = model.explicit_weights()
-        injection = x.double() @ weights.U.double().T + weights.b_z.double()
+        # Convolutional models' explicit weights act on inputs and states flattened in (C, H, W) order.
+        z = z.flatten(1)
+        injection = x.double().flatten(1) @ weights.U.double().T + weights.b_z.double()
         act = activation_of(model)
         residual = self.residual(weights.W, injection, z, act[0])
         assert bool((residual <= tol + slack).all()), (residual.max(), tol, slack)

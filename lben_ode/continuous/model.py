@@ -11,8 +11,9 @@ from torch import nn
 
 from ..activations import Activation, get_activation
 from ..errors import ConfigurationError, NonFiniteInputError, ShapeError, StepSizeWarning, TimeGridError
-from ..models.base import check_positive_int, register_gamma
+from ..models.base import register_gamma
 from ..models.dense import linear_init
+from ..validation import check_count
 from .certificate import ContractionCertificate
 from .integrator import IntegratorConfig, fixed_step_problem, largest_fixed_step, make_integrator_config
 from .interpolation import check_interpolation
@@ -91,9 +92,9 @@ class ContractingLBEN(nn.Module):
         **integrator_options: Any,
     ) -> None:
         super().__init__()
-        self.input_size = check_positive_int("input_size", input_size)
-        self.output_size = check_positive_int("output_size", output_size)
-        self.width = check_positive_int("width", width)
+        self.input_size = check_count("input_size", input_size)
+        self.output_size = check_count("output_size", output_size)
+        self.width = check_count("width", width)
         self.activation = get_activation(activation)
         register_gamma(self, gamma, learn_gamma)
         self._alpha = _check_rate(contraction_rate)

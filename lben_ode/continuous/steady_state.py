@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..models.base import EquilibriumModel, ExplicitWeights, ForwardParts
 from ..models.dense_operator import DenseOperator
-
-if TYPE_CHECKING:
-    from .model import ContractingLBEN
 
 
 class SteadyStateLBEN(EquilibriumModel):
@@ -29,7 +26,8 @@ class SteadyStateLBEN(EquilibriumModel):
         **solver_options: that solver's options.
     """
 
-    def __init__(self, dynamic: ContractingLBEN, solver: str = "pr", **solver_options: Any) -> None:
+    # ``dynamic`` is a ContractingLBEN; typed loosely so that this module does not import its user.
+    def __init__(self, dynamic: torch.nn.Module, solver: str = "pr", **solver_options: Any) -> None:
         super().__init__(dynamic.activation, solver, solver_options)
         self.dynamic = dynamic
         self.in_features = dynamic.input_size

@@ -7,17 +7,17 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
 from ..activations import Activation, get_activation
-from ..errors import ConfigurationError, NonFiniteInputError, ShapeError
-from ..implicit import equilibrium_with_implicit_gradient
+from ..errors import ConfigurationError, NonFiniteInputError, ShapeError, UnsupportedSolverError
+from ..gradients import EquilibriumGraph, GradientMethod, get_gradient_method
 from ..solvers.base import Solver
-from ..solvers.problem import EquilibriumOperator, FixedPointProblem
-from ..solvers.registry import get_solver
+from ..solvers.problem import EquilibriumOperator, describe_capability
+from ..solvers.registry import available, get_solver, solver_class
 from ..solvers.stats import SolverStats
 from ..validation import check_gamma
 
@@ -63,11 +63,20 @@ class EquilibriumModel(nn.Module):
 
     Attributes:
         solver_stats: statistics of the last solves, keys ``"forward"`` and ``"backward"``.
+        solver: the equilibrium solver.
+        gradient: the gradient method attached to its equilibria (from the solver's options).
     """
 
     input_shape: tuple[int, ...]
+    #: What the model's operator provides beyond W and Wᵀ (its ``PROVIDES``); solvers' ``REQUIRES``
+    #: are checked against it when the solver is chosen.
+    OPERATOR_PROVIDES: ClassVar[frozenset[str]] = frozenset()
+    #: Why the operator lacks a capability, by capability name (for the refusal's message).
+    MISSING_CAPABILITY_NOTES: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, activation: str | Activation, solver: str, solver_options: dict[str, Any]) -> None:
+    def __init__(
+        self, activation: str | Activation, solver: str | Solver, solver_options: dict[str, Any]
+    ) -> None:
         super().__init__()
         self.activation = get_activation(activation)
         self.solver_stats: dict[str, SolverStats] = {}
@@ -75,10 +84,47 @@ class EquilibriumModel(nn.Module):
         self.set_solver(solver, **solver_options)
 
     # -- solver -----------------------------------------------------------------------------------
-    def set_solver(self, name: str, **options: Any) -> Solver:
-        """Choose the equilibrium solver by registry name, with its options (validated here)."""
-        self.solver = get_solver(name, **options)
-        return self.solver
+    @classmethod
+    def usable_solvers(cls) -> list[str]:
+        """Names of the registered solvers whose requirements this model's operator meets."""
+        return [name for name in available() if solver_class(name).REQUIRES <= cls.OPERATOR_PROVIDES]
+
+    def set_solver(self, solver: str | Solver, **options: Any) -> Solver:
+        """Choose the equilibrium solver: a registry name with its options (validated here), or a
+        :class:`~lben_ode.solvers.base.Solver` instance (then without options). The gradient method
+        follows from the solver's options (e.g. ``backward="adjoint"`` of the ODE solver).
+
+        Raises:
+            UnknownNameError, ConfigurationError: an unknown solver or option, or a bad value.
+            UnsupportedSolverError: the solver needs what this model's operator does not provide
+                (the message lists the solvers that would work); the model keeps its solver.
+        """
+        if isinstance(solver, Solver):
+            if options:
+                raise ConfigurationError(
+                    f"set_solver got a Solver instance and options {sorted(options)}; give the options "
+                    f"to the solver, or pass its name {solver.name!r} instead"
+                )
+        elif isinstance(solver, str):
+            solver = get_solver(solver, **options)
+        else:
+            raise ConfigurationError(
+                f"solver must be a registry name ({', '.join(available())}) or a Solver, got {solver!r}"
+            )
+        missing = solver.REQUIRES - self.OPERATOR_PROVIDES
+        if missing:
+            notes = self.MISSING_CAPABILITY_NOTES
+            needs = ", ".join(
+                describe_capability(c) + (f" ({notes[c]})" if c in notes else "") for c in sorted(missing)
+            )
+            usable = ", ".join(repr(name) for name in self.usable_solvers())
+            raise UnsupportedSolverError(
+                f"{type(self).__name__} cannot use solver {solver.name!r}: it needs {needs}, which this "
+                f"model does not provide. Solvers that work with it: {usable} (solver='fb' is forward-backward)"
+            )
+        self.gradient: GradientMethod = get_gradient_method(solver.gradient_method())
+        self.solver = solver
+        return solver
 
     # -- what subclasses provide ------------------------------------------------------------------
     @abstractmethod
@@ -209,22 +255,15 @@ class EquilibriumModel(nn.Module):
         if z0 is not None:
             self._check_warm_start(z0, injection)
         solver = self.solver
-        if solver.differentiable and torch.is_grad_enabled():
-            z, stats = solver.solve_differentiable(parts, injection, self.activation, z0)
-            self.solver_stats = {"forward": stats}
-            solver.report(stats, "forward", gradient=z.requires_grad)
-            return z
-        problem = FixedPointProblem(parts.operator, injection.detach(), self.activation)
-        z_star, stats = solver.solve(problem, None if z0 is None else z0.detach())
-        self.solver_stats = {"forward": stats}
-        solver.report(stats, "forward", gradient=torch.is_grad_enabled() and injection.requires_grad)
 
         def record(backward: SolverStats) -> None:
             self.solver_stats["backward"] = backward
 
-        return equilibrium_with_implicit_gradient(
-            z_star, parts.apply_W, injection, self.activation, parts.operator, solver, record
-        )
+        graph = EquilibriumGraph(parts.apply_W, injection, self.activation, parts.operator)
+        z, stats = self.gradient.equilibrium(solver, graph, z0, record)
+        self.solver_stats = {"forward": stats}
+        solver.report(stats, "forward", gradient=z.requires_grad)
+        return z
 
     def _check_warm_start(self, z0: torch.Tensor, injection: torch.Tensor) -> None:
         if not isinstance(z0, torch.Tensor) or not z0.is_floating_point():

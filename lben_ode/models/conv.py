@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..activations import Activation
-from ..errors import ConfigurationError, LBENError, UnsupportedSolverError, unknown_name
+from ..errors import ConfigurationError, unknown_name
 from ..solvers.base import Solver
-from ..solvers.problem import FixedPointProblem
-from ..solvers.registry import available, get_solver
+from ..solvers.problem import RESOLVENT
 from ..validation import check_count, check_margin, check_non_negative
 from .base import EquilibriumModel, ExplicitWeights, ForwardParts, register_gamma
 from .circular import circular_conv
@@ -87,6 +86,11 @@ class ConvLBEN(EquilibriumModel):
         **solver_options: options of that solver (``tol``, ``max_iter``, ``alpha``, …).
     """
 
+    OPERATOR_PROVIDES: ClassVar[frozenset[str]] = ConvOperator.PROVIDES
+    MISSING_CAPABILITY_NOTES: ClassVar[dict[str, str]] = {
+        RESOLVENT: "a convolutional model has no cheap inverse: its metric Λ breaks the Fourier diagonalisation"
+    }
+
     def __init__(
         self,
         in_channels: int,
@@ -101,7 +105,7 @@ class ConvLBEN(EquilibriumModel):
         margin: float = 1.0,
         learn_gamma: bool = False,
         kernel_scale: float = 0.5,
-        solver: str = "anderson",
+        solver: str | Solver = "anderson",
         **solver_options: Any,
     ) -> None:
         super().__init__(activation, solver, solver_options)
@@ -144,54 +148,6 @@ class ConvLBEN(EquilibriumModel):
             self.register_buffer("log_lambda", torch.zeros(metric_shape))
         else:
             self.log_lambda = nn.Parameter(torch.zeros(metric_shape))
-        self._check_solver(self.solver)
-
-    # -- solver -----------------------------------------------------------------------------------
-    def set_solver(self, name: str, **options: Any) -> Solver:
-        """Choose the equilibrium solver; refuses solvers that need what this model cannot give.
-
-        Raises:
-            UnsupportedSolverError: for a solver that needs ``(I + α(I − W))⁻¹`` (Peaceman-Rachford);
-                the model keeps its previous solver.
-        """
-        previous = getattr(self, "solver", None)
-        solver = super().set_solver(name, **options)
-        # The base class chooses the solver before the weights exist; __init__ checks it then.
-        if hasattr(self, "state_shape"):
-            try:
-                self._check_solver(solver)
-            except UnsupportedSolverError:
-                self.solver = previous
-                raise
-        return solver
-
-    def _refusal(self, solver: Solver) -> UnsupportedSolverError | None:
-        """The error ``solver`` raises for this model's problems, or None if it can solve them."""
-        probe = FixedPointProblem(
-            self.forward_parts().operator, self.A.new_zeros(1, *self.state_shape), self.activation
-        )
-        try:
-            solver.check_supported(probe)
-        except UnsupportedSolverError as exc:
-            return exc
-        return None
-
-    def _check_solver(self, solver: Solver) -> None:
-        refusal = self._refusal(solver)
-        if refusal is None:
-            return
-        usable = []
-        for name in available():
-            try:
-                if self._refusal(get_solver(name)) is None:
-                    usable.append(repr(name))
-            except LBENError:
-                continue
-        raise UnsupportedSolverError(
-            f"ConvLBEN cannot use solver {solver.name!r}: a convolutional model has no cheap inverse "
-            f"(I + α(I − W))⁻¹ (its metric Λ breaks the Fourier diagonalisation). Use a solver that "
-            f"only applies W and Wᵀ: {', '.join(usable)} (solver='fb' is forward-backward)"
-        ) from refusal
 
     @property
     def gamma(self) -> torch.Tensor | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 from torch.nn import functional as F
@@ -153,6 +154,9 @@ class ConvOperator:
         state_shape: (C, H, W).
         transposed: whether this operator is Wᵀ (built by :meth:`transpose`).
     """
+
+    #: No resolvent: the metric Λ breaks the Fourier diagonalisation of I + α(I − W).
+    PROVIDES: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,

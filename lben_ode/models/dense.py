@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..activations import Activation
+from ..solvers.base import Solver
 from ..validation import check_count
 from .base import EquilibriumModel, ExplicitWeights, ForwardParts
 from .dense_operator import DenseOperator
@@ -28,13 +29,15 @@ class DenseEquilibriumModel(EquilibriumModel):
     subclasses build W and the metric from their own parameters in :meth:`weight_matrix`.
     """
 
+    OPERATOR_PROVIDES: ClassVar[frozenset[str]] = DenseOperator.PROVIDES
+
     def __init__(
         self,
         in_features: int,
         out_features: int,
         width: int,
         activation: str | Activation,
-        solver: str,
+        solver: str | Solver,
         solver_options: dict[str, Any],
     ) -> None:
         super().__init__(activation, solver, solver_options)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
+
+from ..solvers.problem import RESOLVENT
 
 
 class DenseOperator:
@@ -18,6 +21,9 @@ class DenseOperator:
         fb_step: forward-backward step used when ``metric`` is None.
         transposed: whether this operator is Wᵀ (built by :meth:`transpose`).
     """
+
+    #: An explicit matrix has a resolvent: one inverse per α, cached.
+    PROVIDES: ClassVar[frozenset[str]] = frozenset({RESOLVENT})
 
     def __init__(
         self,

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..activations import Activation, get_activation
 from ..errors import ActivationError, ConfigurationError
+from ..solvers.base import Solver
 from .dense import DenseEquilibriumModel
 
 
@@ -27,7 +28,7 @@ class FeedforwardEquilibrium(DenseEquilibriumModel):
         hidden: list[tuple[torch.Tensor, torch.Tensor]],
         output: tuple[torch.Tensor, torch.Tensor] | None,
         activation: Activation,
-        solver: str = "pr",
+        solver: str | Solver = "pr",
         **solver_options: Any,
     ) -> None:
         sizes = [w.shape[0] for w, _ in hidden]

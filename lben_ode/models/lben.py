@@ -9,6 +9,7 @@ from torch import nn
 
 from ..activations import Activation
 from ..errors import unknown_name
+from ..solvers.base import Solver
 from ..validation import check_count, check_margin
 from .base import register_gamma
 from .dense import DenseEquilibriumModel, linear_init
@@ -52,7 +53,7 @@ class LBEN(DenseEquilibriumModel):
         metric: str = "diagonal",
         learn_gamma: bool = False,
         rank: int | None = None,
-        solver: str = "pr",
+        solver: str | Solver = "pr",
         **solver_options: Any,
     ) -> None:
         super().__init__(in_features, out_features, width, activation, solver, solver_options)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..activations import Activation
+from ..solvers.base import Solver
 from ..validation import check_margin
 from .dense import DenseEquilibriumModel, linear_init
 
@@ -32,7 +33,7 @@ class MonDEQ(DenseEquilibriumModel):
         width: int,
         activation: str | Activation = "relu",
         margin: float = 0.1,
-        solver: str = "pr",
+        solver: str | Solver = "pr",
         **solver_options: Any,
     ) -> None:
         super().__init__(in_features, out_features, width, activation, solver, solver_options)

@@ -110,7 +110,7 @@ class Anderson(IterativeSolver):
         "max_iter": DERIVED_MAX_ITER,
     }
 
-    def iteration_budget(self, problem: FixedPointProblem) -> int:
+    def step_budget(self, problem: FixedPointProblem) -> int:
         """``max_iter``, or (None) twice the budget forward-backward's proven rate gives."""
         if self.options["max_iter"] is not None:
             return self.options["max_iter"]

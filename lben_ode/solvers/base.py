@@ -1,53 +1,50 @@
-"""The solver interface and the shared iteration loop of the splitting methods."""
+"""The solver interface, and the iterative solver that :func:`~lben_ode.solvers.loop.run` drives."""
 
 from __future__ import annotations
 
-import time
-import warnings
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
 
-from ..errors import ConvergenceError, ConvergenceWarning
-from ..warning_location import user_stacklevel
+from ..errors import UnsupportedSolverError
+from .loop import Check, run
+from .loop import synchronize as _synchronize  # noqa: F401  (kept for code that imported it from here)
 from .options import COMMON_OPTIONS, Option, validate_options
-from .problem import FixedPointProblem
+from .problem import FixedPointProblem, describe_capability, operator_capabilities
+from .reporting import report_nonconvergence
+from .results import Result
 from .stats import SolverStats
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def unreliable_gradient_note(what: str, gradient: bool) -> str:
-    """What a non-converged solve means for gradients: the end of a non-convergence message."""
-    if what == "backward":
-        return "; the gradient computed from this adjoint solve is unreliable"
-    if gradient:
-        return "; gradients through this solve are unreliable (they assume an equilibrium)"
-    return ""
 
 
 class Solver(ABC):
     """An equilibrium solver: finds z with ``z = σ(W z + b)`` for every sample of a batch.
 
     Subclasses set ``name`` and ``OPTIONS`` (their own options, merged with
-    :data:`~lben_ode.solvers.options.COMMON_OPTIONS`) and implement :meth:`solve`.
+    :data:`~lben_ode.solvers.options.COMMON_OPTIONS`), declare in ``REQUIRES`` what they need from
+    the model's operator beyond W and Wᵀ (e.g. ``"resolvent"``), and implement :meth:`solve`.
 
     Attributes:
         options: the validated option values.
-        differentiable: True for solvers whose ``solve_differentiable`` gives gradients by
-            differentiating through the solve itself instead of the implicit gradient.
+        differentiable: True when the gradient method this solver's options choose
+            (:meth:`gradient_method`) differentiates through the solve instead of using the
+            implicit gradient.
     """
 
     name: ClassVar[str] = ""
     OPTIONS: ClassVar[dict[str, Option]] = {}
+    #: Capabilities (see :func:`~lben_ode.solvers.problem.operator_capabilities`) the solver needs.
+    REQUIRES: ClassVar[frozenset[str]] = frozenset()
     differentiable: bool = False
 
     def __init__(self, **options: Any) -> None:
         self.options = validate_options(self.name, self.all_options(), options)
+        self.differentiable = self.gradient_method() != "implicit"
+
+    def gradient_method(self) -> str:
+        """Name of the gradient method (in :mod:`lben_ode.gradients`) the model should attach to
+        this solver's equilibria: ``"implicit"`` unless an option of the solver chooses another."""
+        return "implicit"
 
     @classmethod
     def all_options(cls) -> dict[str, Option]:
@@ -66,11 +63,18 @@ class Solver(ABC):
         """Solve ``problem`` from ``z0`` (zeros when None). Returns z and its statistics."""
 
     def check_supported(self, problem: FixedPointProblem) -> None:
-        """Raise :class:`UnsupportedSolverError` if this solver cannot handle the problem's model."""
-        return None
+        """Raise :class:`UnsupportedSolverError` if the problem's operator lacks a capability in ``REQUIRES``."""
+        missing = self.REQUIRES - operator_capabilities(problem.operator)
+        if missing:
+            needs = ", ".join(describe_capability(c) for c in sorted(missing))
+            raise UnsupportedSolverError(
+                f"solver {self.name!r} needs {needs}, which {type(problem.operator).__name__} does not "
+                "provide; use solver='fb' (or another solver that only applies W and Wᵀ)"
+            )
 
     def report(self, stats: SolverStats, what: str, gradient: bool = False) -> None:
-        """Warn or raise (per ``on_nonconvergence``) when some sample did not converge.
+        """Warn or raise (per ``on_nonconvergence``) when some sample did not converge, saying why
+        (see :func:`~lben_ode.solvers.reporting.report_nonconvergence`).
 
         Args:
             stats: the solve's statistics.
@@ -78,21 +82,7 @@ class Solver(ABC):
             gradient: whether gradients will be computed from this forward solve; the message
                 then says they are unreliable (a backward solve always says so).
         """
-        if stats.all_converged:
-            return
-        n_bad = int((~stats.converged).sum())
-        worst = float(stats.residual.nan_to_num(float("inf")).max())
-        message = (
-            f"{self.name} {what} solve: {n_bad} of {stats.converged.numel()} samples did not reach "
-            f"tol={stats.tol:g} in {stats.total_iterations} iterations (worst relative residual "
-            f"{worst:.3g}); raise max_iter, or see model.solver_stats"
-        )
-        self._raise_or_warn(message + unreliable_gradient_note(what, gradient))
-
-    def _raise_or_warn(self, message: str) -> None:
-        if self.options["on_nonconvergence"] == "raise":
-            raise ConvergenceError(message)
-        warnings.warn(message, ConvergenceWarning, stacklevel=user_stacklevel())
+        report_nonconvergence(stats, what, self.options["on_nonconvergence"], gradient, stacklevel=4)
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
@@ -100,12 +90,18 @@ class Solver(ABC):
 
 
 class IterativeSolver(Solver):
-    """A splitting method run by the shared loop: subclasses give the state and one step.
+    """A solver run by the shared loop (:func:`~lben_ode.solvers.loop.run`): it gives the state and one step.
 
-    The loop checks convergence every ``check_every`` iterations only, so the device is not
-    synchronised with the host at every step. A sample has converged when its relative residual is
-    finite and at most ``tol``; NaN or infinity never counts as converged.
+    Subclasses implement :meth:`init_state`, :meth:`step` and :meth:`current`; the other methods are
+    hooks with defaults that most solvers keep. The loop checks convergence every ``check_every``
+    steps only, so the device is not synchronised with the host at every step. A sample has
+    converged when its relative residual is finite and at most ``tol``; NaN or infinity never counts.
     """
+
+    #: Check the starting state before the first step (a warm start at z* then takes no step).
+    check_at_start: ClassVar[bool] = False
+    #: The statistics class the loop fills in.
+    stats_type: ClassVar[type[SolverStats]] = SolverStats
 
     @abstractmethod
     def init_state(self, problem: FixedPointProblem, z0: torch.Tensor) -> Any:
@@ -113,53 +109,46 @@ class IterativeSolver(Solver):
 
     @abstractmethod
     def step(self, problem: FixedPointProblem, state: Any) -> Any:
-        """One iteration."""
+        """One iteration (no host synchronisation)."""
 
     @abstractmethod
     def current(self, state: Any) -> torch.Tensor:
         """The current estimate of z."""
 
-    def iteration_budget(self, problem: FixedPointProblem) -> int:
-        """Iterations the loop may run on ``problem`` (``max_iter``; solvers may derive it)."""
+    # -- hooks with defaults ----------------------------------------------------------------------
+    def check_interval(self) -> int:
+        """Steps between convergence checks: the ``check_every`` option."""
+        return self.options["check_every"]
+
+    def step_budget(self, problem: FixedPointProblem) -> int | None:
+        """Most steps of one solve (None: the solver stops itself, see :meth:`terminate`): ``max_iter``."""
         return self.options["max_iter"]
+
+    def progress(self, state: Any, steps: int) -> int:
+        """The iteration count the statistics report after ``steps`` loop steps (default: ``steps``)."""
+        return steps
+
+    def review(
+        self, problem: FixedPointProblem, state: Any, before: Check | None, after: Check
+    ) -> tuple[Any, Check]:
+        """Look at a check (``before`` is the previous one, None at the first) and return the state
+        and check to go on from; the default keeps both."""
+        return state, after
+
+    def terminate(self, state: Any, check: Check) -> tuple[Result, str] | None:
+        """A reason of the solver's own to stop after ``check`` (result code, cause), or None."""
+        return None
+
+    def function_evaluations(self, state: Any) -> int | None:
+        """Evaluations of the fixed-point map or right-hand side, if the solver counts them."""
+        return None
+
+    def extra_stats(self, state: Any, checks: int) -> dict[str, float]:
+        """Solver-specific values for :attr:`SolverStats.extra`."""
+        return {}
 
     def solve(
         self, problem: FixedPointProblem, z0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, SolverStats]:
-        self.check_supported(problem)
-        tol, max_iter, every = self.tol, self.iteration_budget(problem), self.options["check_every"]
-        inj = problem.injection
-        device, batch = inj.device, problem.batch_size
-        _synchronize(device)
-        start = time.perf_counter()
-        with torch.no_grad():
-            state = self.init_state(problem, torch.zeros_like(inj) if z0 is None else z0)
-            first_hit = torch.full((batch,), max_iter, dtype=torch.long, device=device)
-            done = torch.zeros(batch, dtype=torch.bool, device=device)
-            k = 0
-            for k in range(1, max_iter + 1):
-                state = self.step(problem, state)
-                if k % every and k != max_iter:
-                    continue
-                res = problem.relative_residual(self.current(state))
-                hit = (res <= tol) & ~done
-                first_hit = torch.where(hit, torch.full_like(first_hit, k), first_hit)
-                done |= hit
-                # One host sync per check: stop when every sample converged or blew up.
-                if bool((done | ~torch.isfinite(res)).all()):
-                    break
-            z = self.current(state)
-            residual = problem.relative_residual(z)
-            converged = residual <= tol
-            iterations = torch.where(converged, first_hit.clamp(max=k), torch.full_like(first_hit, k))
-        _synchronize(device)
-        stats = SolverStats(
-            solver=self.name,
-            iterations=iterations,
-            residual=residual,
-            converged=converged,
-            tol=tol,
-            time_s=time.perf_counter() - start,
-            total_iterations=k,
-        )
-        return z, stats
+        """Solve ``problem`` from ``z0`` (zeros when None) with the shared loop. Returns z and its statistics."""
+        return run(self, problem, z0)

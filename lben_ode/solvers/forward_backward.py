@@ -119,7 +119,7 @@ class ForwardBackward(IterativeSolver):
         """The α used for ``problem``: the user's, or the model's provably safe step."""
         return resolve_step_size(self.options["alpha"], problem)
 
-    def iteration_budget(self, problem: FixedPointProblem) -> int:
+    def step_budget(self, problem: FixedPointProblem) -> int:
         """``max_iter``, or (None) the budget the model's proven contraction factor gives."""
         if self.options["max_iter"] is not None:
             return self.options["max_iter"]

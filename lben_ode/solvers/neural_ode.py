@@ -3,48 +3,42 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
-from torchdiffeq import odeint, odeint_adjoint
+from torchdiffeq import odeint
 
-from ..activations import Activation
-from ..errors import ConfigurationError, ConvergenceError
-from .base import Solver, _synchronize, unreliable_gradient_note
+from ..errors import ConfigurationError
+from .base import IterativeSolver
+from .loop import Check
 from .ode_dynamics import (
     ADAPTIVE_METHODS,
     FIXED_STEP_METHODS,
     METHODS,
     CountingDynamics,
     StepBudgetExhausted,
-    graph_leaves,
+    describe_integrator_failure,
 )
 from .options import Option, one_of, positive_float, positive_int
-from .problem import RESIDUAL_FLOOR, FixedPointProblem
+from .problem import FixedPointProblem
 from .registry import register
+from .results import Result
 from .stats import SolverStats
-
-if TYPE_CHECKING:
-    from ..models.base import ForwardParts
 
 
 @dataclass
 class ODESolverStats(SolverStats):
-    """:class:`SolverStats` of the ODE solver, with why the integration stopped early, if it did.
+    """:class:`SolverStats` of the ODE solver: ``iterations`` count accepted integration steps, and
+    ``stop_reason`` says what ended an integration that stopped early (a time or step budget, or a
+    failure of the integrator)."""
 
-    Attributes:
-        stop_reason: empty when the integration ran until every sample converged (or diverged);
-            otherwise what ended it (time or step budget, or a failure of the integrator).
-    """
-
-    stop_reason: str = ""
+    iteration_unit: ClassVar[str] = "accepted steps"
 
 
 @dataclass
-class _StepControl:
+class StepControl:
     """The integration settings of one solve, which a detected instability makes more careful."""
 
     rtol: float
@@ -55,71 +49,31 @@ class _StepControl:
 
 
 @dataclass
-class _Check:
-    """The state at a residual check and what the check found.
+class ODEState:
+    """The loop state of the ODE solver: one loop step integrates one chunk of time.
 
     Attributes:
-        z: the state; t: its integration time.
-        residual: per-sample relative residual ``‖z − F(z)‖ / ‖z‖`` (what ``tol`` applies to).
-        done: samples now under ``tol``; first_hit: accepted steps when each last came under it.
-        worst: largest relative residual among the finite samples not done.
-        worst_abs: largest absolute residual ``‖z − F(z)‖`` (= ‖dz/dt‖) among them; it measures
-            progress: it decays with the state's distance to z*, while the relative residual of a
-            state running off to infinity stays bounded.
-        settled: every sample is done or non-finite. non_finite: some sample is not finite.
+        z: the state at time ``t``.
+        dynamics: the right-hand side, counting evaluations and steps (and enforcing ``max_iter``).
+        control: the step control, made more careful after an instability.
+        chunk: length of the next chunk of integration time.
+        checked_t: time of the last check (the one the next chunk's decay rate is measured against).
+        best: the check with the smallest absolute residual so far (None before the first chunk):
+            where a stalled integration restarts; best_t: its time.
+        stalled: chunks in a row that did not beat ``best``.
+        stop: (result, cause) once the integration cannot go on (a budget, or a failure).
     """
 
     z: torch.Tensor
     t: float
-    residual: torch.Tensor
-    done: torch.Tensor
-    first_hit: torch.Tensor
-    worst: float
-    worst_abs: float
-    settled: bool
-    non_finite: bool
-
-    @classmethod
-    def measure(
-        cls,
-        problem: FixedPointProblem,
-        z: torch.Tensor,
-        t: float,
-        tol: float,
-        previous: _Check | None,
-        accepted_steps: int,
-    ) -> _Check:
-        """Compute the residuals of ``z``, with one host sync for the scalars."""
-        absolute = (z - problem.fixed_point_map(z)).flatten(1).norm(dim=1)
-        residual = absolute / (z.flatten(1).norm(dim=1) + RESIDUAL_FLOOR)
-        finite = torch.isfinite(residual)
-        done = residual <= tol
-        if previous is None:
-            first_hit = torch.zeros_like(residual, dtype=torch.long)
-        else:
-            first_hit = torch.where(done & ~previous.done, accepted_steps, previous.first_hit)
-        open_samples = ~done & finite
-        zero = torch.zeros_like(residual)
-        scalars = torch.stack(
-            [
-                torch.where(open_samples, residual, zero).max(),
-                torch.where(open_samples, absolute, zero).max(),
-                (done | ~finite).all().to(residual.dtype),
-                (~finite).any().to(residual.dtype),
-            ]
-        )
-        worst, worst_abs, settled, non_finite = scalars.tolist()
-        return cls(z, t, residual, done, first_hit, worst, worst_abs, bool(settled), bool(non_finite))
-
-
-class _BackwardIsAdjoint:
-    """``differentiable`` of the ODE solver: read from an instance's ``backward`` option.
-
-    On the class it is False, the default (``backward="implicit"``), as for the other solvers.
-    """
-
-    def __get__(self, solver: Solver | None, owner: type | None = None) -> bool:
-        return solver is not None and solver.options["backward"] == "adjoint"
+    dynamics: CountingDynamics
+    control: StepControl
+    chunk: float
+    checked_t: float = 0.0
+    best: Check | None = None
+    best_t: float = 0.0
+    stalled: int = 0
+    stop: tuple[Result, str] | None = None
 
 
 def _at_least_one(v: Any) -> bool:
@@ -128,7 +82,7 @@ def _at_least_one(v: Any) -> bool:
 
 
 @register
-class SteadyStateODE(Solver):
+class SteadyStateODE(IterativeSolver):
     """Integrates ``dz/dt = −z + σ(W z + b)`` with torchdiffeq until the state is an equilibrium.
 
     The ODE's only steady state is the equilibrium z*, and it is exponentially stable for a
@@ -176,14 +130,18 @@ class SteadyStateODE(Solver):
     methods; counted through torchdiffeq's step-acceptance callback), ``checks`` (residual
     evaluations, the one at the start included) and ``step_reductions``.
 
-    **Gradients.** With ``backward="implicit"`` (default) the model attaches the implicit gradient
-    and solves the adjoint equilibrium ``u = D(Wᵀu + g)`` with this solver: the ODE
-    ``du/dt = −u + D(Wᵀu + g)``. With ``backward="adjoint"``, the solver is :attr:`differentiable`:
-    it finds the horizon T by the chunked solve without a graph, then integrates again over
-    [0, T] with ``torchdiffeq.odeint_adjoint``, which differentiates the integrated map
-    ``z0 ↦ z(T)``, storing the state every ``adjoint_interval`` (see :meth:`_checkpoints`). That
-    gradient tends to the implicit one as T grows; with a warm start near z*, T is short and the
-    gradient is that of the short integration, not the implicit one.
+    **The loop.** The solve runs in the shared loop (:func:`~lben_ode.solvers.loop.run`): one loop
+    step is one chunk, each chunk is followed by a check (the starting state is checked too, so a
+    warm start at z* takes no step), and the hooks carry what is particular to integration: the
+    step control (:meth:`review`), the budgets and integrator failures (:meth:`terminate`) and the
+    counters (:meth:`extra_stats`).
+
+    **Gradients** are not this solver's business: the ``backward`` option names the gradient
+    method (:meth:`gradient_method`) that the model attaches, from :mod:`lben_ode.gradients`. With
+    ``"implicit"`` (default) the adjoint equilibrium ``u = D(Wᵀu + g)`` is solved by this solver:
+    the ODE ``du/dt = −u + D(Wᵀu + g)``. With ``"adjoint"``, torchdiffeq's adjoint method
+    differentiates the integration over the horizon this solver found
+    (:class:`~lben_ode.gradients.adjoint.ODEAdjoint`).
     """
 
     name = "ode"
@@ -286,8 +244,13 @@ class SteadyStateODE(Solver):
                     f"solver 'ode' option {adaptive_only} is for adaptive methods; {method!r} uses step_size"
                 )
 
-    #: True with ``backward="adjoint"``: the model then calls :meth:`solve_differentiable`.
-    differentiable = _BackwardIsAdjoint()
+    #: A warm start at the equilibrium takes no step.
+    check_at_start: ClassVar[bool] = True
+    stats_type: ClassVar[type[SolverStats]] = ODESolverStats
+
+    def gradient_method(self) -> str:
+        """The ``backward`` option: ``"implicit"`` (default) or ``"adjoint"`` (see :mod:`lben_ode.gradients`)."""
+        return self.options["backward"]
 
     # -- configuration ----------------------------------------------------------------------------
 
@@ -302,84 +265,98 @@ class SteadyStateODE(Solver):
         rtol, atol = self.options["rtol"], self.options["atol"]
         return (derived if rtol is None else rtol), (derived if atol is None else atol)
 
-    # -- the forward solve ------------------------------------------------------------------------
-    def solve(
-        self, problem: FixedPointProblem, z0: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, ODESolverStats]:
-        """Integrate from ``z0`` (zeros when None) until every sample's residual is under ``tol``.
+    # -- the loop's hooks: one loop step is one chunk of integration ------------------------------
+    def check_interval(self) -> int:
+        """Every chunk ends with a check (``check_every`` is not used)."""
+        return 1
 
-        Args:
-            problem: the equilibrium ``z = σ(W z + b)`` of a batch (also the adjoint equilibrium
-                of implicit gradients, whose ODE is ``du/dt = −u + D(Wᵀu + g)``).
-            z0: warm start, shaped like ``problem.injection``.
+    def step_budget(self, problem: FixedPointProblem) -> None:
+        """No budget of chunks: ``max_iter`` bounds the integration steps inside them, ``max_time`` the time."""
+        return None
 
-        Returns:
-            The state reached, ``(batch, *state_shape)``, and its :class:`ODESolverStats`.
-        """
-        inj = problem.injection
-        _synchronize(inj.device)
-        start = time.perf_counter()
-        with torch.no_grad():
-            z = torch.zeros_like(inj) if z0 is None else z0
-            dynamics = CountingDynamics(problem.fixed_point_map, self.adaptive)
-            z, stats = self._integrate_to_steady_state(problem, dynamics, z)
-        _synchronize(inj.device)
-        stats.time_s = time.perf_counter() - start
-        return z, stats
+    def init_state(self, problem: FixedPointProblem, z0: torch.Tensor) -> ODEState:
+        """The state at t = 0, with fresh counters and step control."""
+        dynamics = CountingDynamics(problem.fixed_point_map, self.adaptive)
+        dynamics.step_limit = self.options["max_iter"]
+        control = StepControl(*self.tolerances(), self.options["max_step"], self.options["step_size"])
+        return ODEState(z0, 0.0, dynamics, control, self.options["chunk_time"])
 
-    def _integrate_to_steady_state(
-        self, problem: FixedPointProblem, dynamics: CountingDynamics, z: torch.Tensor
-    ) -> tuple[torch.Tensor, ODESolverStats]:
-        tol, max_time, budget = self.tol, self.options["max_time"], self.options["max_iter"]
-        dynamics.step_limit = budget
-        control = _StepControl(*self.tolerances(), self.options["max_step"], self.options["step_size"])
-        check = _Check.measure(problem, z, 0.0, tol, None, 0)
-        # The best check so far (smallest absolute residual): where a stalled integration restarts.
-        best, stalled = check, 0
-        chunk, checks, reason = self.options["chunk_time"], 1, ""
-        while not (check.settled or reason):
-            if check.t >= max_time:
-                reason = f"the integration reached max_time={max_time:g}"
-                break
-            z, t = check.z, check.t
-            try:
-                z, t = self._integrate_chunk(dynamics, z, t, min(t + chunk, max_time), control)
-            except StepBudgetExhausted as stop:
-                z, t = stop.state, stop.time
-                reason = f"the step budget max_iter={budget} ran out at t={t:.4g}"
-            except AssertionError as exc:  # torchdiffeq signals its failures by assertions
-                reason = _describe_integrator_failure(exc, t)
-                z, t = _last_good_state(dynamics, z, t)
-            new = _Check.measure(problem, z, t, tol, check, dynamics.accepted_steps())
-            checks += 1
-            if reason:
-                check = new
-                break
-            if new.non_finite:
-                new, stalled = self._stabilise(control, dynamics, best), 0
-                chunk = min(chunk, self.options["chunk_time"])
-            elif new.worst_abs < best.worst_abs or new.settled:
-                chunk = self._next_chunk(chunk, check, new)
-                best, stalled = new, 0
-            else:
-                # ‖dz/dt‖ may rise before it decays (a stable but non-normal linearisation), so
-                # growth over one chunk is not instability: only `patience` chunks in a row that
-                # do not beat the best residual are, and then the steps shrink and the
-                # integration resumes from the best state.
-                stalled += 1
-                if stalled >= self.options["patience"]:
-                    new, stalled = self._stabilise(control, dynamics, best), 0
-                    chunk = min(chunk, self.options["chunk_time"])
-            check = new
-        z, residual = check.z, check.residual
-        converged = torch.isfinite(residual) & (residual <= tol)
-        if not reason and not bool(converged.all()):
-            reason = "the state of some samples became non-finite"
-        total = dynamics.accepted_steps()
+    def step(self, problem: FixedPointProblem, state: ODEState) -> ODEState:
+        """Integrate one chunk. A budget running out or a failure of torchdiffeq is not raised: it
+        ends the solve (:meth:`terminate`) with the last state reached."""
+        z, t = state.z, state.t
+        t1 = min(t + state.chunk, self.options["max_time"])
+        try:
+            z, t = self._integrate_chunk(state.dynamics, z, t, t1, state.control)
+        except StepBudgetExhausted as stop:
+            z, t = stop.state, stop.time
+            budget = self.options["max_iter"]
+            state.stop = (Result.MAX_STEPS, f"the step budget max_iter={budget} ran out at t={t:.4g}")
+        except AssertionError as exc:  # torchdiffeq signals its failures by assertions
+            state.stop = (Result.INTEGRATOR_FAILED, describe_integrator_failure(exc, t))
+            z, t = _last_good_state(state.dynamics, z, t)
+        state.z, state.t = z, t
+        return state
+
+    def current(self, state: ODEState) -> torch.Tensor:
+        return state.z
+
+    def progress(self, state: ODEState, steps: int) -> int:
+        """Accepted integration steps."""
+        return state.dynamics.accepted_steps()
+
+    def review(
+        self, problem: FixedPointProblem, state: ODEState, before: Check | None, after: Check
+    ) -> tuple[ODEState, Check]:
+        """Judge progress over a window of chunks: a non-finite state, or ``patience`` chunks in a
+        row that do not beat the best absolute residual, make the steps more careful
+        (:meth:`_stabilise`) and restart from the best state; otherwise size the next chunk."""
+        assert before is not None  # the ODE solver checks its starting state
+        best = before if state.best is None else state.best
+        elapsed, state.checked_t = state.t - state.checked_t, state.t
+        if state.stop is not None:  # the solve ends here, with the state reached
+            return state, after
+        if after.non_finite:
+            return self._restart_from_best(state, best), best
+        if after.worst_abs < best.worst_abs or after.settled:
+            state.chunk = self._next_chunk(state.chunk, before, after, elapsed)
+            state.best, state.best_t, state.stalled = after, state.t, 0
+            return state, after
+        # ‖dz/dt‖ may rise before it decays (a stable but non-normal linearisation), so growth over
+        # one chunk is not instability: only `patience` chunks in a row that do not beat the best
+        # residual are.
+        state.best, state.stalled = best, state.stalled + 1
+        if state.stalled >= self.options["patience"]:
+            return self._restart_from_best(state, best), best
+        return state, after
+
+    def _restart_from_best(self, state: ODEState, best: Check) -> ODEState:
+        """Smaller steps (:meth:`_stabilise`) from the best state checked so far, with a short chunk."""
+        self._stabilise(state.control, state.dynamics)
+        state.z, state.t = best.z, state.best_t
+        state.checked_t, state.stalled = state.t, 0
+        state.chunk = min(state.chunk, self.options["chunk_time"])
+        return state
+
+    def terminate(self, state: ODEState, check: Check) -> tuple[Result, str] | None:
+        """Stop when a budget ran out or the integrator failed inside a chunk, or at ``max_time``."""
+        if state.stop is not None:
+            return state.stop
+        if state.t >= self.options["max_time"]:
+            return Result.MAX_TIME, f"the integration reached max_time={self.options['max_time']:g}"
+        return None
+
+    def function_evaluations(self, state: ODEState) -> int:
+        return state.dynamics.evaluations
+
+    def extra_stats(self, state: ODEState, checks: int) -> dict[str, float]:
+        """``integration_time``, ``accepted_steps``, ``rejected_steps``, ``checks``,
+        ``step_reductions``, and the final ``max_step`` or ``step_size`` when set."""
+        control = state.control
         extra = {
-            "integration_time": check.t,
-            "accepted_steps": float(total),
-            "rejected_steps": float(dynamics.rejected_steps()),
+            "integration_time": state.t,
+            "accepted_steps": float(state.dynamics.accepted_steps()),
+            "rejected_steps": float(state.dynamics.rejected_steps()),
             "checks": float(checks),
             "step_reductions": float(control.reductions),
         }
@@ -387,22 +364,10 @@ class SteadyStateODE(Solver):
             extra["max_step"] = control.max_step
         if control.step_size is not None:
             extra["step_size"] = control.step_size
-        stats = ODESolverStats(
-            solver=self.name,
-            iterations=torch.where(converged, check.first_hit, torch.full_like(check.first_hit, total)),
-            residual=residual,
-            converged=converged,
-            tol=tol,
-            time_s=0.0,
-            total_iterations=total,
-            function_evaluations=dynamics.evaluations,
-            extra=extra,
-            stop_reason=reason,
-        )
-        return z, stats
+        return extra
 
-    def _stabilise(self, control: _StepControl, dynamics: CountingDynamics, best: _Check) -> _Check:
-        """React to a non-finite state or a stalled residual: take smaller steps from the best state.
+    def _stabilise(self, control: StepControl, dynamics: CountingDynamics) -> None:
+        """React to a non-finite state or a stalled residual: take smaller steps.
 
         An adaptive method whose steps sit at its stability limit makes the state jitter at about
         the rtol/atol level instead of settling: its steps are capped at 0.7 times the last one. A
@@ -415,25 +380,24 @@ class SteadyStateODE(Solver):
                 control.max_step = 0.7 * float(dynamics.last_step)
         else:
             control.step_size = control.step_size / 2
-        return best
 
-    def _next_chunk(self, chunk: float, before: _Check, after: _Check) -> float:
+    def _next_chunk(self, chunk: float, before: Check, after: Check, elapsed: float) -> float:
         """Length of the next chunk from the last two checks: the time that the measured decay rate
         of the absolute residual predicts the worst relative residual still needs to reach ``tol``
         (10% margin), at most ``chunk_growth`` times the last chunk, at least a quarter of
         ``chunk_time``."""
         longest = self.options["chunk_growth"] * chunk
-        if not (0 < after.worst_abs < before.worst_abs and after.worst > 0) or after.t <= before.t:
+        if not (0 < after.worst_abs < before.worst_abs and after.worst > 0) or elapsed <= 0:
             return longest
-        rate = math.log(before.worst_abs / after.worst_abs) / (after.t - before.t)
+        rate = math.log(before.worst_abs / after.worst_abs) / elapsed
         needed = 1.1 * math.log(after.worst / self.tol) / rate
         return min(longest, max(needed, self.options["chunk_time"] / 4))
 
     def _integrate_chunk(
-        self, dynamics: CountingDynamics, z: torch.Tensor, t0: float, t1: float, control: _StepControl
+        self, dynamics: CountingDynamics, z: torch.Tensor, t0: float, t1: float, control: StepControl
     ) -> tuple[torch.Tensor, float]:
         """z(t1) from z(t0); fixed-step methods round t1 up to whole steps. Returns (z, t1)."""
-        times, options = self._time_grid(dynamics, z, t0, t1, control)
+        times, options = self.time_grid(dynamics, z, t0, t1, control)
         path = odeint(
             dynamics,
             z,
@@ -443,12 +407,20 @@ class SteadyStateODE(Solver):
             method=self.options["method"],
             options=options,
         )
-        return path[-1], float(times[-1])
+        return path[-1], self.grid_end(t0, t1, control)
 
-    def _time_grid(
-        self, dynamics: CountingDynamics, z: torch.Tensor, t0: float, t1: float, control: _StepControl
+    def grid_end(self, t0: float, t1: float, control: StepControl) -> float:
+        """Where an integration over [t0, t1] ends: t1, or for a fixed step the next whole step
+        (computed on the host, so that no device value is read)."""
+        if self.adaptive:
+            return t1
+        return t0 + max(1, math.ceil((t1 - t0) / control.step_size - 1e-9)) * control.step_size
+
+    def time_grid(
+        self, dynamics: CountingDynamics, z: torch.Tensor, t0: float, t1: float, control: StepControl
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """The ``t`` argument of odeint over [t0, t1] and the method's options."""
+        """The ``t`` argument of odeint over [t0, t1] and the method's options (``dynamics`` seeds an
+        adaptive method's first step with its last one)."""
         if self.adaptive:
             first = dynamics.last_step
             if first is None:
@@ -457,133 +429,11 @@ class SteadyStateODE(Solver):
             if control.max_step is not None:
                 options["max_step"] = control.max_step
             return torch.tensor([t0, t1], dtype=torch.float64, device=z.device), options
-        n_steps = max(1, math.ceil((t1 - t0) / control.step_size - 1e-9))
-        times = torch.tensor([t0, t0 + n_steps * control.step_size], dtype=torch.float64, device=z.device)
-        return times, {"grid_constructor": _uniform_grid(control.step_size)}
-
-    # -- differentiating through the integration --------------------------------------------------
-    def _checkpoints(self, horizon: float, control: _StepControl, device: torch.device) -> torch.Tensor:
-        """Output times of the adjoint integration: 0, then every ``adjoint_interval`` up to T.
-
-        The adjoint pass rebuilds z by integrating the ODE backwards, which is unstable for this
-        contracting flow (errors grow like e^{‖λ‖ t}); torchdiffeq restarts that reconstruction from
-        the stored forward state at every output time, so close output times keep it accurate.
-        Fixed-step methods get output times on their grid (whole numbers of steps).
-        """
-        interval = self.options["adjoint_interval"]
-        if control.step_size is not None:
-            per = max(1, round(interval / control.step_size))
-            n_points = math.ceil(round(horizon / control.step_size) / per)
-            return torch.arange(n_points + 1, dtype=torch.float64, device=device) * (per * control.step_size)
-        n_points = max(1, math.ceil(horizon / interval))
-        return torch.linspace(0.0, horizon, n_points + 1, dtype=torch.float64, device=device)
-
-    def solve_differentiable(
-        self,
-        parts: ForwardParts,
-        injection: torch.Tensor,
-        activation: Activation,
-        z0: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, ODESolverStats]:
-        """z(T) with gradients by torchdiffeq's adjoint method (``backward="adjoint"``).
-
-        The horizon T is found first by :meth:`solve` without a graph; then ``odeint_adjoint``
-        integrates again over [0, T]. For a flat state the right-hand side uses Wᵀ materialised as
-        ``apply_W(I)`` (one n×n product with its graph), so the adjoint pass differentiates through
-        W's construction once rather than at every evaluation; other states use ``apply_W`` with the
-        leaf tensors behind it as adjoint parameters.
-
-        Args:
-            parts: the model's pieces; ``apply_W`` and ``operator`` are used.
-            injection: ``U x + b_z`` with its graph, ``(batch, *state_shape)``.
-            activation: σ.
-            z0: optional warm start (gradients reach it too).
-
-        Returns:
-            z(T), differentiable, and the statistics (residual measured on the returned state;
-            time and function evaluations include the horizon search).
-        """
-        problem = FixedPointProblem(parts.operator, injection.detach(), activation)
-        _, stats = self.solve(problem, None if z0 is None else z0.detach())
-        start = time.perf_counter()
-        horizon = max(stats.extra["integration_time"], self.options["chunk_time"])
-        fixed_point_map, params = _differentiable_map(parts.apply_W, injection, activation)
-        dynamics = CountingDynamics(fixed_point_map, self.adaptive)
-        z_start = torch.zeros_like(injection) if z0 is None else z0
-        # The same step control as the search ended with (a cap or halving it needed still holds).
-        control = _StepControl(
-            *self.tolerances(), stats.extra.get("max_step"), stats.extra.get("step_size")
-        )
-        times, options = self._time_grid(dynamics, z_start, 0.0, horizon, control)
-        times = self._checkpoints(float(times[-1]), control, z_start.device)
-        adjoint_options = {**options, "norm": "seminorm"}
-        try:
-            path = odeint_adjoint(
-                dynamics,
-                z_start,
-                times,
-                rtol=control.rtol,
-                atol=control.atol,
-                method=self.options["method"],
-                options=options,
-                adjoint_params=params,
-                adjoint_options=adjoint_options,
-            )
-        except AssertionError as exc:
-            raise ConvergenceError(
-                f"solver 'ode' (backward='adjoint'): {_describe_integrator_failure(exc, 0.0)} while "
-                f"integrating over the horizon T={horizon:.4g} that the search had reached"
-            ) from exc
-        z = path[-1]
-        with torch.no_grad():
-            residual = problem.relative_residual(z.detach())
-        stats.residual = residual
-        stats.converged = torch.isfinite(residual) & (residual <= self.tol)
-        stats.function_evaluations = (stats.function_evaluations or 0) + dynamics.evaluations
-        stats.time_s += time.perf_counter() - start
-        stats.extra["integration_time"] = float(times[-1])
-        return z, stats
-
-    # -- reporting --------------------------------------------------------------------------------
-    def report(self, stats: SolverStats, what: str, gradient: bool = False) -> None:
-        """Warn or raise (per ``on_nonconvergence``) when some sample did not converge, saying why."""
-        if stats.all_converged:
-            return
-        n_bad = int((~stats.converged).sum())
-        worst = float(stats.residual.nan_to_num(float("inf")).max())
-        reason = getattr(stats, "stop_reason", "") or "the residual stopped decreasing"
-        message = (
-            f"ode {what} solve: {n_bad} of {stats.converged.numel()} samples did not reach "
-            f"tol={stats.tol:g} (worst relative residual {worst:.3g}) after "
-            f"{stats.total_iterations} accepted steps and integration time "
-            f"{stats.extra.get('integration_time', float('nan')):.4g}: {reason}; raise max_iter or "
-            "max_time, or see model.solver_stats"
-        )
-        self._raise_or_warn(message + unreliable_gradient_note(what, gradient))
+        times = torch.tensor([t0, self.grid_end(t0, t1, control)], dtype=torch.float64, device=z.device)
+        return times, {"grid_constructor": uniform_grid(control.step_size)}
 
 
-def _differentiable_map(
-    apply_W: Callable[[torch.Tensor], torch.Tensor], injection: torch.Tensor, activation: Activation
-) -> tuple[Callable[[torch.Tensor], torch.Tensor], tuple[torch.Tensor, ...]]:
-    """F(z) = σ(W z + injection) and the tensors odeint_adjoint must differentiate it by.
-
-    A flat state gets Wᵀ materialised (with its graph): the adjoint parameters are then Wᵀ and the
-    injection, whose own graphs carry the gradients on once. Otherwise the parameters are the leaf
-    tensors behind ``apply_W`` and the injection together: each path to a leaf is then counted
-    once (a leaf that also fed the injection would be counted twice if the injection were an
-    adjoint parameter as well).
-    """
-    if injection.dim() == 2:
-        eye = torch.eye(injection.shape[1], dtype=injection.dtype, device=injection.device)
-        weight_t = apply_W(eye)  # a linear map on rows is z ↦ z @ apply_W(I)
-        return (lambda z: activation(z @ weight_t + injection)), (weight_t, injection)
-    leaves: dict[int, torch.Tensor] = {}
-    for output in (apply_W(torch.zeros_like(injection[:1])), injection):
-        leaves.update((id(leaf), leaf) for leaf in graph_leaves(output))
-    return (lambda z: activation(apply_W(z) + injection)), tuple(leaves.values())
-
-
-def _uniform_grid(step: float) -> Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]:
+def uniform_grid(step: float) -> Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]:
     """A torchdiffeq ``grid_constructor``: equal steps of about ``step`` from t[0] to t[-1].
 
     torchdiffeq's own ``step_size`` grid can end with a sliver of a step from rounding; this one
@@ -609,13 +459,3 @@ def _last_good_state(dynamics: CountingDynamics, z: torch.Tensor, t: float) -> t
         if float(t_last) > t and bool(torch.isfinite(z_last).all()):
             return z_last, float(t_last)
     return z, t
-
-
-def _describe_integrator_failure(exc: AssertionError, t: float) -> str:
-    """A one-line reason from torchdiffeq's assertion message (which may embed a whole tensor)."""
-    message = str(exc)
-    if message.startswith("underflow in dt"):
-        return f"the step size underflowed near t={t:.4g} (torchdiffeq could not meet rtol/atol)"
-    if message.startswith("non-finite values in state"):
-        return f"the state became non-finite near t={t:.4g}"
-    return f"torchdiffeq stopped near t={t:.4g}: {message[:200]}"

@@ -132,3 +132,13 @@ def graph_leaves(output: torch.Tensor) -> list[torch.Tensor]:
             continue
         stack.extend(child for child, _ in node.next_functions)
     return leaves
+
+
+def describe_integrator_failure(exc: AssertionError, t: float) -> str:
+    """A one-line reason from torchdiffeq's assertion message (which may embed a whole tensor)."""
+    message = str(exc)
+    if message.startswith("underflow in dt"):
+        return f"the step size underflowed near t={t:.4g} (torchdiffeq could not meet rtol/atol)"
+    if message.startswith("non-finite values in state"):
+        return f"the state became non-finite near t={t:.4g}"
+    return f"torchdiffeq stopped near t={t:.4g}: {message[:200]}"

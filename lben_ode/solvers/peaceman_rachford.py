@@ -7,10 +7,9 @@ from typing import ClassVar
 
 import torch
 
-from ..errors import UnsupportedSolverError
 from .base import IterativeSolver
 from .options import Option, positive_float
-from .problem import FixedPointProblem
+from .problem import RESOLVENT, FixedPointProblem
 from .registry import register
 
 _State = tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor], float]
@@ -29,13 +28,7 @@ class PeacemanRachford(IterativeSolver):
     OPTIONS: ClassVar[dict[str, Option]] = {
         "alpha": Option(1.0, positive_float(), "a float > 0", "step size (any α > 0 converges)"),
     }
-
-    def check_supported(self, problem: FixedPointProblem) -> None:
-        if problem.operator.resolvent(self.options["alpha"]) is None:
-            raise UnsupportedSolverError(
-                f"solver 'pr' needs (I + α(I − W))⁻¹, which {type(problem.operator).__name__} does "
-                "not provide; use solver='fb' (or another solver without a resolvent)"
-            )
+    REQUIRES: ClassVar[frozenset[str]] = frozenset({RESOLVENT})
 
     def init_state(self, problem: FixedPointProblem, z0: torch.Tensor) -> _State:
         alpha = float(self.options["alpha"])

@@ -14,10 +14,27 @@ from ..activations import Activation
 RESIDUAL_FLOOR = 1e-12
 
 
+#: The capability of an operator to apply the resolvent ``(I + α(I − W))⁻¹`` cheaply.
+RESOLVENT = "resolvent"
+
+#: Every capability an operator may declare, with what it means (for messages).
+CAPABILITIES: dict[str, str] = {
+    RESOLVENT: "the resolvent (I + α(I − W))⁻¹",
+}
+
+
+def describe_capability(name: str) -> str:
+    """A capability in words, e.g. ``"the resolvent (I + α(I − W))⁻¹"``."""
+    return CAPABILITIES.get(name, repr(name))
+
+
 class EquilibriumOperator(Protocol):
     """The linear part W of an equilibrium model, seen by solvers (no autograd graph).
 
-    Implementations act on batches shaped ``(batch, *state_shape)``.
+    Implementations act on batches shaped ``(batch, *state_shape)``. Every operator applies W and
+    Wᵀ and gives a forward-backward step; what it provides beyond that it declares in a class
+    attribute ``PROVIDES`` (a frozenset of :data:`CAPABILITIES` names), which solvers' ``REQUIRES``
+    are checked against.
     """
 
     def apply(self, z: torch.Tensor) -> torch.Tensor:
@@ -37,6 +54,15 @@ class EquilibriumOperator(Protocol):
 
     def resolvent(self, alpha: float) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """v ↦ (I + α(I − W))⁻¹ v, or None when the model has no efficient inverse."""
+
+
+def operator_capabilities(operator: EquilibriumOperator) -> frozenset[str]:
+    """What ``operator`` provides beyond W and Wᵀ: its ``PROVIDES``, or for an operator that does not
+    declare it, ``{"resolvent"}`` when its ``resolvent(1.0)`` is not None."""
+    declared = getattr(operator, "PROVIDES", None)
+    if declared is not None:
+        return frozenset(declared)
+    return frozenset({RESOLVENT}) if operator.resolvent(1.0) is not None else frozenset()
 
 
 @dataclass
@@ -62,7 +88,12 @@ class FixedPointProblem:
         """σ(W z + injection)."""
         return self.activation(self.operator.apply(z) + self.injection)
 
+    def residuals(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample absolute ``‖z − σ(Wz + b)‖`` and relative ``‖z − σ(Wz + b)‖ / (‖z‖ + floor)``
+        residuals, each ``(batch,)``; NaN stays NaN. The solve loop's checks use both."""
+        absolute = (z - self.fixed_point_map(z)).flatten(1).norm(dim=1)
+        return absolute, absolute / (z.flatten(1).norm(dim=1) + RESIDUAL_FLOOR)
+
     def relative_residual(self, z: torch.Tensor) -> torch.Tensor:
         """Per-sample ``‖z − σ(Wz + b)‖ / (‖z‖ + floor)``, shape ``(batch,)``; NaN stays NaN."""
-        r = (z - self.fixed_point_map(z)).flatten(1).norm(dim=1)
-        return r / (z.flatten(1).norm(dim=1) + RESIDUAL_FLOOR)
+        return self.residuals(z)[1]

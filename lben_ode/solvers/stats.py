@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
+
+from .results import Result
 
 
 @dataclass
@@ -22,7 +25,15 @@ class SolverStats:
         total_iterations: iterations (or steps) the loop ran for the whole batch.
         function_evaluations: evaluations of the fixed-point map or ODE right-hand side, if counted.
         extra: solver-specific values (e.g. the ODE's final integration time).
+        result: why the solve stopped (:class:`~lben_ode.solvers.results.Result`); ``CONVERGED``
+            exactly when every sample converged.
+        stop_reason: the cause in words when the solve ended unconverged (empty otherwise), e.g.
+            which budget ran out and when.
+        checks: convergence checks the solve made (each one host synchronisation).
     """
+
+    #: What ``iterations`` count, in words (for messages).
+    iteration_unit: ClassVar[str] = "iterations"
 
     solver: str
     iterations: torch.Tensor
@@ -33,10 +44,13 @@ class SolverStats:
     total_iterations: int
     function_evaluations: int | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    result: Result = Result.CONVERGED
+    stop_reason: str = ""
+    checks: int = 0
 
     @property
     def all_converged(self) -> bool:
-        """True when every sample converged."""
+        """True when every sample converged (one host sync)."""
         return bool(self.converged.all())
 
     def summary(self) -> dict[str, float]:

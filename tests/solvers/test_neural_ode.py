@@ -8,10 +8,11 @@ from torch.autograd import gradcheck
 
 from lben_ode import LBEN, ConfigurationError, ConvergenceError, ConvergenceWarning, UnknownNameError
 from lben_ode.activations import Activation, LinearSlopes, Tanh
-from lben_ode.models.base import ForwardParts
+from lben_ode.gradients import EquilibriumGraph, ODEAdjoint
 from lben_ode.models.dense_operator import DenseOperator
 from lben_ode.solvers import FixedPointProblem, available, get_solver, solver_class
 from lben_ode.solvers.neural_ode import SteadyStateODE
+from lben_ode.solvers.results import Result
 
 MODEL_KINDS = ["lben_gamma", "lben_unconstrained", "mondeq"]
 #: Right-hand-side evaluations per step of each method in torchdiffeq (dopri5 and bosh3 reuse the
@@ -308,17 +309,16 @@ def test_adjoint_gradients_of_a_non_flat_state_equal_the_flat_ones(small_model_f
     def run(flat: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         model.zero_grad(set_to_none=True)
         x.grad = None
-        flat_parts = parts = model.forward_parts()
-        injection = parts.injection(x)
+        parts = model.forward_parts()
+        graph = EquilibriumGraph(parts.apply_W, parts.injection(x), model.activation, parts.operator)
         if not flat:  # W through apply_W: the adjoint parameters are the leaves behind it
-            parts = ForwardParts(
-                apply_W=lambda z: flat_parts.apply_W(z.flatten(1)).view_as(z),
-                injection=flat_parts.injection,
-                output=flat_parts.output,
-                operator=ReshapedOperator(flat_parts.operator),
+            graph = EquilibriumGraph(
+                apply_W=lambda z: parts.apply_W(z.flatten(1)).view_as(z),
+                injection=graph.injection.view(3, 2, 6),
+                activation=model.activation,
+                operator=ReshapedOperator(parts.operator),
             )
-            injection = injection.view(3, 2, 6)
-        z, stats = solver.solve_differentiable(parts, injection, model.activation, None)
+        z, stats = ODEAdjoint().equilibrium(solver, graph, None, lambda stats: None)
         assert stats.all_converged
         z = z.flatten(1)
         z.sin().sum().backward()
@@ -344,7 +344,7 @@ def test_tiny_step_budget_is_flagged(small_model_factory):
     assert not bool(stats.converged.any()) and stats.residual.max() > 1e-8
     assert stats.extra["accepted_steps"] + stats.extra["rejected_steps"] == 3
     assert bool(torch.isfinite(z).all()) and z.abs().sum() > 0  # the last state reached, not zeros
-    assert "max_iter=3" in stats.stop_reason
+    assert "max_iter=3" in stats.stop_reason and stats.result is Result.MAX_STEPS
     model.set_solver("ode", tol=1e-8, max_iter=3, on_nonconvergence="raise")
     with pytest.raises(ConvergenceError, match=r"4 of 4 samples did not reach tol=1e-08"):
         model(x)
@@ -357,6 +357,7 @@ def test_tiny_time_budget_is_flagged(small_model_factory):
             model.equilibrium(torch.randn(4, 5, dtype=torch.float64))
     stats = model.solver_stats["forward"]
     assert stats.extra["integration_time"] == 0.5 and not stats.all_converged
+    assert stats.result is Result.MAX_TIME
 
 
 class BreaksAbove(Activation):
@@ -378,6 +379,7 @@ def test_a_failure_inside_torchdiffeq_is_reported_not_raised():
     solver = get_solver("ode", tol=1e-8)
     z, stats = solver.solve(problem)
     assert not stats.all_converged and "step size underflowed" in stats.stop_reason
+    assert stats.result is Result.INTEGRATOR_FAILED
     # The last state the integration accepted is returned: finite, and on the way to z*.
     assert bool(torch.isfinite(z).all()) and stats.extra["integration_time"] > 0
     assert bool(((z > 0.3) & (z <= 0.7)).all())

@@ -7,7 +7,7 @@ from typing import ClassVar
 import pytest
 import torch
 
-from lben_ode import LBEN, UnknownNameError
+from lben_ode import LBEN, ConfigurationError, UnknownNameError
 from lben_ode.solvers import (
     IterativeSolver,
     Option,
@@ -101,3 +101,27 @@ def test_register_refuses_nameless_and_clashing_solvers(isolated_registry):
     with pytest.raises(ValueError, match="already registered"):
         register(Clash)
     assert solver_class("fb") is ForwardBackward
+
+
+def test_register_refuses_what_is_not_a_solver(isolated_registry):
+    class NotASolver:
+        name = "not_a_solver"
+
+    with pytest.raises(TypeError, match="only Solver subclasses"):
+        register(NotASolver)
+    assert "not_a_solver" not in available()
+
+
+def test_set_solver_takes_an_instance_without_options_and_refuses_other_things():
+    model = LBEN(4, 2, 6, solver="fb", tol=1e-4)
+    solver = get_solver("pr", alpha=0.5)
+    assert model.set_solver(solver) is solver and model.solver.options["alpha"] == 0.5
+    with pytest.raises(ConfigurationError, match="Solver instance and options"):
+        model.set_solver(get_solver("fb"), tol=1e-6)
+    with pytest.raises(ConfigurationError, match="registry name"):
+        model.set_solver(3)
+    assert model.solver is solver  # refusals keep the solver
+    # The gradient method follows the solver's options.
+    assert model.gradient.name == "implicit"
+    model.set_solver("ode", backward="adjoint")
+    assert model.gradient.name == "adjoint"
