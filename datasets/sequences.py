@@ -24,8 +24,9 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lben_ode.errors import ConfigurationError
+from lben_ode.validation import check_count
 
-from .base import check_split_size, pass_batch
+from .base import pass_batch
 from .errors import DatasetError
 
 #: Relative tolerance when checking that sampling intervals agree (windows of every record share one grid).
@@ -295,9 +296,9 @@ def _unbatched(batch: list[Any]) -> Any:
 
 def check_window(window: Any, stride: Any, washout: Any) -> tuple[int, int, int]:
     """Validate window length, stride (None: half the window) and washout (``0 ≤ washout < window``)."""
-    window = check_split_size("window", window, minimum=2)
-    stride = max(1, window // 2) if stride is None else check_split_size("stride", stride, minimum=1)
-    washout = check_split_size("washout", washout, minimum=0)
+    window = check_count("window", window, minimum=2)
+    stride = max(1, window // 2) if stride is None else check_count("stride", stride, minimum=1)
+    washout = check_count("washout", washout, minimum=0)
     if washout >= window:
         raise ConfigurationError(
             f"washout ({washout}) must be shorter than the window ({window}): nothing would be scored"
@@ -366,7 +367,7 @@ class SequenceDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.window, self.stride, self.washout = check_window(window, stride, washout)
-        self.batch_size = check_split_size("batch_size", batch_size, minimum=1)
+        self.batch_size = check_count("batch_size", batch_size, minimum=1)
         if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
             raise ConfigurationError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
         if not isinstance(normalize, bool):

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from lben_ode.errors import ConfigurationError, unknown_name
+from lben_ode.validation import check_count
 
-from .base import check_split_size
 from .errors import DatasetError
 from .sequences import SequenceDataModule, SequenceRecord
 from .systems import SYSTEMS, TEST_RECORD_NAMES, simulate, test_inputs, training_inputs
@@ -155,10 +155,10 @@ class SimulatedSystemDataModule(SequenceDataModule):
         if system not in SYSTEMS:
             raise unknown_name("system", system, list(SYSTEMS))
         self.system = SYSTEMS[system]()
-        self.train_records = check_split_size("train_records", train_records, minimum=1)
-        self.record_length = check_split_size("record_length", record_length, minimum=2)
-        self.test_length = check_split_size("test_length", test_length, minimum=2)
-        self.substeps = self.system.substeps if substeps is None else check_split_size("substeps", substeps, minimum=1)
+        self.train_records = check_count("train_records", train_records, minimum=1)
+        self.record_length = check_count("record_length", record_length, minimum=2)
+        self.test_length = check_count("test_length", test_length, minimum=2)
+        self.substeps = self.system.substeps if substeps is None else check_count("substeps", substeps, minimum=1)
         if (
             isinstance(noise_std, bool)
             or not isinstance(noise_std, (int, float))

@@ -202,7 +202,7 @@ def main(args: Sequence[str] | None = None) -> None:
               file=sys.stderr)
         raise SystemExit(2)
     if argv[0] == "robustness":
-        from .robustness_cli import run as run_robustness
+        from .robustness_cli import run_naming_the_flag as run_robustness
 
         run_reporting_errors("lben-ode robustness", lambda: run_robustness(argv[1:]), show_traceback)
         return

@@ -461,7 +461,7 @@ def run(argv: Sequence[str]) -> dict[str, Path]:
     return paths
 
 
-def _run_naming_the_flag(argv: Sequence[str]) -> dict[str, Path]:
+def run_naming_the_flag(argv: Sequence[str]) -> dict[str, Path]:
     """:func:`run`, with the library's advice on unconverged solves given as this command's flag."""
     try:
         return run(argv)
@@ -478,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     show_traceback = traceback_wanted(argv)
     argv = [a for a in argv if a != "--traceback"]
-    run_reporting_errors("lben-ode robustness", lambda: _run_naming_the_flag(argv), show_traceback)
+    run_reporting_errors("lben-ode robustness", lambda: run_naming_the_flag(argv), show_traceback)
 
 
 if __name__ == "__main__":  # pragma: no cover

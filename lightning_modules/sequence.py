@@ -16,8 +16,8 @@ from torchmetrics import Metric
 
 from lben_ode.errors import ConfigurationError, ShapeError, unknown_name
 from lben_ode.robustness.incremental_gain import empirical_incremental_gain
+from lben_ode.validation import check_betas, check_positive
 
-from .classifier import _check_betas, _check_lr
 from .metrics import mean_metric
 from .sequence_metrics import OutputFit, SimulationMetrics
 
@@ -104,8 +104,8 @@ class SequenceRegressor(LightningModule):
         if isinstance(self.hparams.get("model"), nn.Module):
             self.save_hyperparameters(ignore=["model"])
         self.model = model
-        self.lr = _check_lr(lr)
-        self.betas = _check_betas(betas)
+        self.lr = check_positive("lr", lr)
+        self.betas = check_betas(betas)
         if integrator_options is not None and not isinstance(integrator_options, Mapping):
             raise ConfigurationError(f"integrator_options must be a dict, got {integrator_options!r}")
         if step_size is not None and (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -25,6 +25,8 @@ class SteadyStateLBEN(EquilibriumModel):
         solver: registry name of the equilibrium solver (``lben_ode.solvers.available()``).
         **solver_options: that solver's options.
     """
+
+    OPERATOR_PROVIDES: ClassVar[frozenset[str]] = DenseOperator.PROVIDES
 
     # ``dynamic`` is a ContractingLBEN; typed loosely so that this module does not import its user.
     def __init__(self, dynamic: torch.nn.Module, solver: str = "pr", **solver_options: Any) -> None:

@@ -59,6 +59,19 @@ def safe_step(problem: FixedPointProblem) -> SafeStep:
     proven rate; others only ``forward_backward_step()`` (then no rate is known).
     """
     operator = problem.operator
+    # Cached with the operator's own caches (rebuilt when the parameters change): the condition
+    # number below is read on the host, which must not happen at every solve.
+    shared = getattr(operator, "_shared", None)
+    key = ("safe_step", bool(getattr(operator, "transposed", False)))
+    if isinstance(shared, dict) and key in shared:
+        return shared[key]
+    step = _safe_step(operator)
+    if isinstance(shared, dict):
+        shared[key] = step
+    return step
+
+
+def _safe_step(operator: object) -> SafeStep:
     contraction = getattr(operator, "forward_backward_contraction", None)
     alpha, rate = contraction() if contraction is not None else (operator.forward_backward_step(), None)
     metric = getattr(operator, "metric_weights", None)

@@ -50,7 +50,7 @@ def one_line_error(args: list[str], capsys, max_lines: int = 1) -> str:
 
 def test_library_errors_wrapped_by_jsonargparse_are_one_line(capsys):
     err = one_line_error(["fit", "--data.batch_size", "0"], capsys)
-    assert err == "lben-ode fit: error: ConfigurationError: batch_size must be an int ≥ 1, got 0\n"
+    assert err == "lben-ode fit: error: ConfigurationError: batch_size must be a positive int (≥ 1), got 0\n"
     err = one_line_error(["fit", "--model.model.init_args.gamma", "-1"], capsys)
     assert "gamma must be a finite float > 0" in err
 
