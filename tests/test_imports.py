@@ -13,7 +13,11 @@ def modules_loaded_by(code: str) -> set[str]:
     """The top-level modules in ``sys.modules`` after running ``code`` in a fresh interpreter."""
     probe = f"{code}\nimport sys\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    # -P: the working directory (a checkout, whose lben_ode/ lacks the mapped subpackages) must not
+    # shadow the installed package.
+    result = subprocess.run(
+        [sys.executable, "-P", "-c", probe], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return set(result.stdout.split())
 
