@@ -187,10 +187,11 @@ def test_bad_option_values(solver, option, value):
         LBEN(5, 3, 8, solver=solver, **{option: value})
 
 
-def test_pr_alpha_cannot_be_none_but_fb_alpha_can():
-    with pytest.raises(ConfigurationError, match="option 'alpha' must be a float > 0"):
-        LBEN(5, 3, 8, solver="pr", alpha=None)
-    assert LBEN(5, 3, 8, solver="fb", alpha=None).solver.options["alpha"] is None
+def test_alpha_none_takes_the_models_step_for_pr_and_fb():
+    for solver in ("pr", "fb"):
+        assert LBEN(5, 3, 8, solver=solver, alpha=None).solver.options["alpha"] is None
+    with pytest.raises(ConfigurationError, match="option 'alpha' must be a float > 0 or None"):
+        LBEN(5, 3, 8, solver="pr", alpha=0.0)
 
 
 def test_errors_are_also_builtin_exceptions():

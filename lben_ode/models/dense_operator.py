@@ -10,6 +10,9 @@ import torch
 
 from ..solvers.problem import RESOLVENT
 
+#: Up to this width the Peaceman-Rachford step uses the exact monotonicity constants (a few ms).
+EXACT_CONSTANTS_MAX_WIDTH = 256
+
 
 class DenseOperator:
     """W as an explicit ``(n, n)`` matrix acting on row-vector batches ``(batch, n)``.
@@ -127,12 +130,62 @@ class DenseOperator:
 
     def resolvent(self, alpha: float) -> Callable[[torch.Tensor], torch.Tensor]:
         """v ↦ (I + α(I − W))⁻¹ v (or its transpose), from an inverse computed once per α."""
+        inverse = self._inverse(alpha)
+        if self.transposed:
+            return lambda v: v @ inverse
+        return lambda v: v @ inverse.T
+
+    def affine_resolvent(self, alpha: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """(v, c) ↦ (I + α(I − W))⁻¹ v + c (or with the transpose) in one fused product (``addmm``)."""
+        inverse = self._inverse(alpha)
+        factor = inverse if self.transposed else inverse.T
+        return lambda v, c: torch.addmm(c, v, factor)
+
+    def _inverse(self, alpha: float) -> torch.Tensor:
         key = ("inverse", float(alpha))
         if key not in self._shared:
             n = self.W.shape[0]
             eye = torch.eye(n, dtype=self.W.dtype, device=self.W.device)
             self._shared[key] = torch.linalg.inv(eye + alpha * (eye - self.W))
-        inverse = self._shared[key]
-        if self.transposed:
-            return lambda v: v @ inverse
-        return lambda v: v @ inverse.T
+        return self._shared[key]
+
+    def peaceman_rachford_constants(self) -> tuple[float, float]:
+        """(μ, L) of I − W in the Λ-metric for choosing Peaceman-Rachford's step: the exact
+        :meth:`monotonicity` for n ≤ ``EXACT_CONSTANTS_MAX_WIDTH`` or when already computed
+        (forward-backward needs it), else estimates.
+
+        The estimates take 30 power iterations each, for L on ``MᵀM`` and for ``L − μ`` on
+        ``L·I − (M + Mᵀ)/2`` (M as in :meth:`monotonicity`): about 60 matrix-vector products
+        where the exact constants take one SVD and one symmetric eigendecomposition in float64
+        (at n = 500, about 50 ms per parameter update against 5 ms on a CPU). Any step converges,
+        so the estimates only set the speed (μ comes out a little high, α a little low). Without a
+        metric: (0, 0), which tells the step rule to use α = 1.
+        """
+        if "mu_L" in self._shared or (self.metric is not None and self.W.shape[0] <= EXACT_CONSTANTS_MAX_WIDTH):
+            return self.monotonicity()
+        if "pr_constants" not in self._shared:
+            self._shared["pr_constants"] = self._estimate_monotonicity()
+        return self._shared["pr_constants"]
+
+    def _estimate_monotonicity(self, iterations: int = 30) -> tuple[float, float]:
+        if self.metric is None:
+            return 0.0, 0.0
+        s = self.metric.sqrt()
+        eye = torch.eye(self.W.shape[0], dtype=self.W.dtype, device=self.W.device)
+        M = (eye - self.W) * s[:, None] / s[None, :]
+        sym = (M + M.T) / 2
+        # A fixed, generic start (no global RNG state is touched): components of every size.
+        start = torch.linspace(1.0, 2.0, M.shape[0], dtype=M.dtype, device=M.device).cos()
+        v = start / start.norm()
+        for _ in range(iterations):
+            v = M.T @ (M @ v)
+            v = v / v.norm()
+        L = (M @ v).norm()
+        shifted = L * eye - sym
+        v = start / start.norm()
+        for _ in range(iterations):
+            v = shifted @ v
+            v = v / v.norm()
+        mu = L - v @ (shifted @ v)
+        mu, L = torch.stack([mu, L]).tolist()  # one host read per parameter update
+        return mu, L

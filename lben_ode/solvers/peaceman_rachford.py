@@ -1,16 +1,59 @@
-"""Peaceman-Rachford splitting (DESIGN §2)."""
+"""Peaceman-Rachford splitting (DESIGN §2) and its step size from the model."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from .base import IterativeSolver
 from .options import Option, positive_float
-from .problem import RESOLVENT, FixedPointProblem
+from .problem import RESOLVENT, EquilibriumOperator, FixedPointProblem
 from .registry import register
+
+#: The step used when the model gives no monotonicity constants (the classical default).
+UNIT_STEP = 1.0
+
+
+def peaceman_rachford_step(operator: EquilibriumOperator) -> float:
+    """The default Peaceman-Rachford step ``α = min(1, 1/√(μL))`` from the operator's monotonicity
+    constants (μ, L of ``I − W`` in its metric), or 1 when it gives none.
+
+    Why this rule. PR maps ``u ↦ C_{αf}(C_{αA}(u))`` with the reflected resolvents
+    ``C = 2(I + α·)⁻¹ − I``; ``C_{αf}`` is nonexpansive, and for a symmetric ``M`` with spectrum in
+    [μ, L] the linear part contracts by ``max(|1 − αλ|/(1 + αλ))`` over that spectrum, smallest at
+    ``α = 1/√(μL)`` (the two ends equalised) with factor ``(√κ − 1)/(√κ + 1)``, κ = L/μ. Trained
+    LBENs are close to that case (the spectrum of ``I − W`` spreads along the real axis). When the
+    skew part of M dominates (untrained random models: |Im λ| ≫ Re λ) the linear analysis overstates
+    the best α, and the measured best is near 1, where the cap holds the step. Measured on width-80
+    MNIST models (``benchmarks/solvers.py --trained``): 10–11 iterations to 1e-4 after 1–5 epochs of
+    training where α = 1 takes 11–21, and never more than α = 1 on the benchmark's random models.
+
+    Operators may cache the constants (``peaceman_rachford_constants``); any α > 0 converges, so
+    estimates of μ and L serve as well as exact ones here.
+    """
+    constants = getattr(operator, "peaceman_rachford_constants", None)
+    if constants is None:
+        return UNIT_STEP
+    mu, L = constants()
+    if not (mu > 0 and math.isfinite(L) and L > 0):
+        return UNIT_STEP
+    return min(UNIT_STEP, 1.0 / math.sqrt(mu * L))
+
+
+def _shifted_resolvent(problem: FixedPointProblem, alpha: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``v ↦ (I + α(I − W))⁻¹(v + α b)`` as ``R v + c`` with ``c = R(α b)`` computed once; an operator
+    with ``affine_resolvent(α)`` (``(v, c) ↦ R v + c`` in one fused product) saves the addition."""
+    resolvent = problem.operator.resolvent(alpha)
+    offset = resolvent(alpha * problem.injection)
+    affine = getattr(problem.operator, "affine_resolvent", None)
+    if affine is None:
+        return lambda v: resolvent(v) + offset
+    fused = affine(alpha)
+    return lambda v: fused(v, offset)
+
 
 _State = tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor], float]
 
@@ -19,28 +62,46 @@ _State = tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor
 class PeacemanRachford(IterativeSolver):
     """``u½ = 2z − u;  z½ = (I + α(I − W))⁻¹(u½ + α b);  u = 2z½ − u½;  z = prox_{αf}(u)``.
 
-    Converges for every α > 0 when the model is well-posed; α only sets the speed. The resolvent
-    ``(I + α(I − W))⁻¹`` comes from the model, which factors it once per parameter update, so it
-    needs a model with an efficient inverse (the dense ones).
+    Converges for every α > 0 when the model is well-posed; α only sets the speed. By default α is
+    :func:`peaceman_rachford_step` of the model (``extra["alpha"]`` in the statistics says which).
+    The resolvent ``(I + α(I − W))⁻¹`` comes from the model, which factors it once per parameter
+    update, so PR needs a model with an efficient inverse (the dense ones).
+
+    One iteration is one matrix product and three elementwise operations: the resolvent of the
+    constant ``α b`` is applied once per solve (``z½ = R u½ + R(α b)``, fused into one ``addmm`` by
+    resolvents that support it) and the reflections ``2a − b`` are single ``lerp`` calls.
     """
 
     name = "pr"
     OPTIONS: ClassVar[dict[str, Option]] = {
-        "alpha": Option(1.0, positive_float(), "a float > 0", "step size (any α > 0 converges)"),
+        "alpha": Option(
+            None,
+            positive_float(allow_none=True),
+            "a float > 0 or None",
+            "step size (any α > 0 converges); None: min(1, 1/√(μL)) from the model's monotonicity "
+            "constants, 1 for a model without them",
+        ),
     }
     REQUIRES: ClassVar[frozenset[str]] = frozenset({RESOLVENT})
 
+    def step_size(self, problem: FixedPointProblem) -> float:
+        """The α used for ``problem``: the user's, or :func:`peaceman_rachford_step` of its operator."""
+        alpha = self.options["alpha"]
+        return float(alpha) if alpha is not None else peaceman_rachford_step(problem.operator)
+
     def init_state(self, problem: FixedPointProblem, z0: torch.Tensor) -> _State:
-        alpha = float(self.options["alpha"])
-        resolvent = problem.operator.resolvent(alpha)
-        return z0, z0.clone(), resolvent, alpha
+        alpha = self.step_size(problem)
+        return z0, z0.clone(), _shifted_resolvent(problem, alpha), alpha
 
     def step(self, problem: FixedPointProblem, state: _State) -> _State:
         z, u, resolvent, alpha = state
-        u_half = 2 * z - u
-        z_half = resolvent(u_half + alpha * problem.injection)
-        u = 2 * z_half - u_half
+        u_half = torch.lerp(u, z, 2.0)  # 2z − u
+        u = torch.lerp(u_half, resolvent(u_half), 2.0)  # 2z½ − u½
         return problem.activation.prox(u, alpha), u, resolvent, alpha
 
     def current(self, state: _State) -> torch.Tensor:
         return state[0]
+
+    def extra_stats(self, state: _State, checks: int) -> dict[str, Any]:
+        """``alpha``: the step size used."""
+        return {"alpha": state[3]}

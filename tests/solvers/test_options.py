@@ -26,7 +26,7 @@ def test_common_defaults():
 def test_solver_specific_options_and_overrides():
     fb, pr = solver_class("fb").all_options(), solver_class("pr").all_options()
     assert set(fb) == set(COMMON_OPTIONS) | {"alpha"} == set(pr)
-    assert fb["alpha"].default is None and pr["alpha"].default == 1.0
+    assert fb["alpha"].default is None and pr["alpha"].default is None
     # Forward-backward derives its budget from the model's proven contraction factor.
     assert fb["max_iter"].default is None and pr["max_iter"].default == 300
     solver = get_solver("fb", tol=1e-7)

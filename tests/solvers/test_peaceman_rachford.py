@@ -106,3 +106,93 @@ def test_writes_through_data_are_noticed(solver, reference):
     model.S.data.add_(0.5 * torch.randn_like(model.S))
     model.U.data.mul_(2.0)
     reference.check_model(model, x, 1e-10)
+
+
+def _metric_matrix(model: LBEN) -> torch.Tensor:
+    """M = Λ^{1/2}(I − W)Λ^{-1/2} in float64 from the explicit weights."""
+    weights = model.explicit_weights()
+    W, lam = weights.W.double(), weights.lam.double()
+    s = lam.sqrt()
+    return (torch.eye(W.shape[0], dtype=torch.float64) - W) * s[:, None] / s[None, :]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_step_is_min_one_and_inverse_sqrt_mu_l(seed):
+    # Independent float64 constants: μ = λ_min((M + Mᵀ)/2), L = ‖M‖₂.
+    torch.manual_seed(seed)
+    model = LBEN(6, 2, 12, gamma=1.0, margin=float(seed + 1)).double()
+    M = _metric_matrix(model)
+    mu = torch.linalg.eigvalsh((M + M.T) / 2)[0].item()
+    L = torch.linalg.matrix_norm(M, ord=2).item()
+    expected = min(1.0, 1.0 / (mu * L) ** 0.5)
+    x = torch.randn(3, 6, dtype=torch.float64)
+    model(x)
+    stats = model.solver_stats["forward"]
+    assert stats.extra["alpha"] == pytest.approx(expected, rel=1e-9)
+    assert get_solver("pr", alpha=0.3).step_size(
+        FixedPointProblem(model.forward_parts().operator, torch.zeros(1, 12, dtype=torch.float64), model.activation)
+    ) == 0.3
+
+
+def test_default_step_below_one_on_a_spread_spectrum_and_fewer_iterations(reference):
+    # A large margin spreads the symmetric part of I − W: 1/√(μL) < 1, and the default step beats α = 1.
+    torch.manual_seed(3)
+    model = LBEN(6, 2, 16, gamma=1.0, margin=4.0).double()
+    with torch.no_grad():
+        model.b_z.normal_()
+    x = torch.randn(32, 6, dtype=torch.float64)
+    model.set_solver("pr", tol=1e-10, max_iter=2000)
+    model(x)
+    default = model.solver_stats["forward"]
+    assert default.extra["alpha"] < 0.9
+    reference.check_model(model, x, 1e-10)
+    model.set_solver("pr", alpha=1.0, tol=1e-10, max_iter=2000)
+    model(x)
+    assert default.total_iterations < model.solver_stats["forward"].total_iterations
+
+
+def test_operator_without_constants_takes_unit_step():
+    problem = FixedPointProblem(_NoInverseOperator(), torch.ones(2, 3, dtype=torch.float64), get_activation("relu"))
+    assert get_solver("pr").step_size(problem) == 1.0
+
+
+def test_estimated_constants_of_wide_models_are_close_to_exact():
+    # Above EXACT_CONSTANTS_MAX_WIDTH the rule uses power-iteration estimates; they must land near
+    # the exact float64 constants (L from below, μ from above), so α stays near the rule's value.
+    from lben_ode.models.dense_operator import EXACT_CONSTANTS_MAX_WIDTH
+
+    torch.manual_seed(5)
+    width = EXACT_CONSTANTS_MAX_WIDTH + 44
+    model = LBEN(6, 2, width, gamma=1.0, margin=2.0).double()
+    operator = model.forward_parts().operator
+    mu_est, L_est = operator.peaceman_rachford_constants()
+    assert "mu_L" not in operator._shared  # the exact decomposition was not computed
+    M = _metric_matrix(model)
+    mu = torch.linalg.eigvalsh((M + M.T) / 2)[0].item()
+    L = torch.linalg.matrix_norm(M, ord=2).item()
+    assert L * 0.97 <= L_est <= L * (1 + 1e-9)
+    assert mu * (1 - 1e-9) <= mu_est <= mu * 1.5
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_fused_iteration_matches_the_textbook_one(transposed):
+    # u½ = 2z − u; z½ = R(u½ + αb); u = 2z½ − u½; z = prox(u), written out in float64.
+    torch.manual_seed(7)
+    model = LBEN(6, 2, 10, gamma=1.0).double()
+    operator = model.forward_parts().operator
+    operator = operator.transpose() if transposed else operator
+    b = torch.randn(4, 10, dtype=torch.float64)
+    problem = FixedPointProblem(operator, b, get_activation("relu"))
+    z, stats = get_solver("pr", alpha=0.7, tol=1e-30, max_iter=7).solve(problem)
+    assert stats.total_iterations == 7
+    W = model.explicit_weights().W.double()
+    W = W.T if transposed else W
+    eye = torch.eye(10, dtype=torch.float64)
+    R = torch.linalg.inv(eye + 0.7 * (eye - W))
+    z_ref, u = torch.zeros_like(b), torch.zeros_like(b)
+    for _ in range(7):
+        u_half = 2 * z_ref - u
+        z_half = (u_half + 0.7 * b) @ R.T
+        u = 2 * z_half - u_half
+        z_ref = u.clamp_min(0)
+    torch.testing.assert_close(z, z_ref, rtol=1e-12, atol=1e-12)
