@@ -92,10 +92,11 @@ def adjoint_equilibrium(
     start = time.perf_counter()
     horizon = max(stats.extra["integration_time"], solver.options["chunk_time"])
     fixed_point_map, params = differentiable_map(graph.apply_W, graph.injection, graph.activation)
-    dynamics = CountingDynamics(fixed_point_map, solver.adaptive)
     z_start = torch.zeros_like(graph.injection) if z0 is None else z0
-    # The same step control as the search ended with (a cap or halving it needed still holds).
-    control = StepControl(*solver.tolerances(), stats.extra.get("max_step"), stats.extra.get("step_size"))
+    # The same method and step control as the search ended with (a cap or halving it needed still holds).
+    method, _ = solver.integration_method(problem)
+    control = StepControl(method, *solver.tolerances(), stats.extra.get("max_step"), stats.extra.get("step_size"))
+    dynamics = CountingDynamics(fixed_point_map, control.adaptive)
     _, options = solver.time_grid(dynamics, z_start, 0.0, horizon, control)
     times = checkpoints(solver, solver.grid_end(0.0, horizon, control), control, z_start.device)
     adjoint_options = {**options, "norm": "seminorm"}
@@ -106,7 +107,7 @@ def adjoint_equilibrium(
             times,
             rtol=control.rtol,
             atol=control.atol,
-            method=solver.options["method"],
+            method=control.method,
             options=options,
             adjoint_params=params,
             adjoint_options=adjoint_options,

@@ -47,6 +47,10 @@ class DenseOperator:
         """W z (or Wᵀ z) for each row of ``z``."""
         return z @ self.W if self.transposed else z @ self.W.T
 
+    def apply_affine(self, z: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """W z + offset (or Wᵀ z + offset) for each row, in one fused product (``addmm``)."""
+        return torch.addmm(offset, z, self.W if self.transposed else self.W.T)
+
     def transpose(self) -> DenseOperator:
         """Wᵀ, sharing this operator's caches."""
         return DenseOperator(self.W, self.metric, self.fb_step, not self.transposed, self._shared)
@@ -135,12 +139,6 @@ class DenseOperator:
             return lambda v: v @ inverse
         return lambda v: v @ inverse.T
 
-    def affine_resolvent(self, alpha: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """(v, c) ↦ (I + α(I − W))⁻¹ v + c (or with the transpose) in one fused product (``addmm``)."""
-        inverse = self._inverse(alpha)
-        factor = inverse if self.transposed else inverse.T
-        return lambda v, c: torch.addmm(c, v, factor)
-
     def _inverse(self, alpha: float) -> torch.Tensor:
         key = ("inverse", float(alpha))
         if key not in self._shared:
@@ -167,6 +165,36 @@ class DenseOperator:
             self._shared["pr_constants"] = self._estimate_monotonicity()
         return self._shared["pr_constants"]
 
+    def numerical_range_box(self) -> tuple[float, float, float]:
+        """(μ, L_s, K): the extreme eigenvalues of ``(M + Mᵀ)/2`` and the norm of ``(M − Mᵀ)/2``
+        (M as in :meth:`monotonicity`; the identity metric when the model has none), so the
+        numerical range of M lies in ``[μ, L_s] × [−K, K]`` (the ODE solver's ``method='auto'``
+        chooses its step from this box). Exact (float64) for n ≤ ``EXACT_CONSTANTS_MAX_WIDTH``,
+        else 30 power iterations each; the same for Wᵀ. Cached with the operator."""
+        if "box" not in self._shared:
+            self._shared["box"] = self._numerical_range_box()
+        return self._shared["box"]
+
+    def _numerical_range_box(self, iterations: int = 30) -> tuple[float, float, float]:
+        n = self.W.shape[0]
+        exact = n <= EXACT_CONSTANTS_MAX_WIDTH
+        W = self.W.double() if exact else self.W
+        eye = torch.eye(n, dtype=W.dtype, device=W.device)
+        M = eye - W
+        if self.metric is not None:
+            s = self.metric.to(W.dtype).sqrt()
+            M = M * s[:, None] / s[None, :]
+        sym, skew = (M + M.T) / 2, (M - M.T) / 2
+        if exact:
+            eig = torch.linalg.eigvalsh(sym)
+            values = torch.stack([eig[0], eig[-1], torch.linalg.matrix_norm(skew, ord=2)])
+        else:
+            top = _power_norm(sym, iterations)  # ‖sym‖ ≥ λ_max; equal when sym ⪰ 0
+            bottom = top - _power_norm(top * eye - sym, iterations)
+            values = torch.stack([bottom, top, _power_norm(skew, iterations)])
+        mu, l_sym, k = values.tolist()  # one host read per parameter update
+        return mu, l_sym, k
+
     def _estimate_monotonicity(self, iterations: int = 30) -> tuple[float, float]:
         if self.metric is None:
             return 0.0, 0.0
@@ -189,3 +217,14 @@ class DenseOperator:
         mu = L - v @ (shifted @ v)
         mu, L = torch.stack([mu, L]).tolist()  # one host read per parameter update
         return mu, L
+
+
+def _power_norm(A: torch.Tensor, iterations: int) -> torch.Tensor:
+    """‖A‖₂ of a symmetric or skew-symmetric matrix (0-dim tensor) by power iteration on AᵀA from
+    a fixed generic start (no random state is touched); a lower estimate that converges from below."""
+    start = torch.linspace(1.0, 2.0, A.shape[0], dtype=A.dtype, device=A.device).cos()
+    v = start / start.norm()
+    for _ in range(iterations):
+        v = A.T @ (A @ v)
+        v = v / v.norm()
+    return (A @ v).norm()

@@ -26,6 +26,7 @@ from .problem import FixedPointProblem
 from .registry import register
 from .results import Result
 from .stats import SolverStats
+from .steady_state_steps import AUTO, numerical_range_box, steady_state_step
 
 
 @dataclass
@@ -41,11 +42,17 @@ class ODESolverStats(SolverStats):
 class StepControl:
     """The integration settings of one solve, which a detected instability makes more careful."""
 
+    method: str
     rtol: float
     atol: float
     max_step: float | None
     step_size: float | None
     reductions: int = 0
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the method chooses its own steps."""
+        return self.method in ADAPTIVE_METHODS
 
 
 @dataclass
@@ -147,11 +154,13 @@ class SteadyStateODE(IterativeSolver):
     name = "ode"
     OPTIONS: ClassVar[dict[str, Option]] = {
         "method": Option(
-            "dopri5",
-            one_of(*METHODS),
-            f"one of torchdiffeq's methods: {', '.join(METHODS)}",
-            "integration method; adaptive: " + ", ".join(ADAPTIVE_METHODS) + "; fixed-step (need "
-            "step_size): " + ", ".join(FIXED_STEP_METHODS),
+            AUTO,
+            one_of(AUTO, *METHODS),
+            f"'auto' or one of torchdiffeq's methods: {', '.join(METHODS)}",
+            "integration method; 'auto': the fixed-step method (euler, midpoint or rk4) and step with "
+            "the fastest decay to steady state that the model's numerical range predicts (dopri5 for a "
+            "model without monotonicity constants); adaptive: " + ", ".join(ADAPTIVE_METHODS)
+            + "; fixed-step (need step_size): " + ", ".join(FIXED_STEP_METHODS),
         ),
         "step_size": Option(
             None,
@@ -228,6 +237,14 @@ class SteadyStateODE(IterativeSolver):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         method, step = self.options["method"], self.options["step_size"]
+        if method == AUTO:
+            given = [name for name in ("step_size", "first_step", "max_step") if self.options[name] is not None]
+            if given:
+                raise ConfigurationError(
+                    f"solver 'ode' with method='auto' chooses its own steps; {', '.join(given)} needs an explicit "
+                    f"method (fixed-step: {', '.join(FIXED_STEP_METHODS)}; adaptive: {', '.join(ADAPTIVE_METHODS)})"
+                )
+        self._chosen: tuple[tuple[float, float, float] | None, tuple[str, float | None]] | None = None
         if method in FIXED_STEP_METHODS and step is None:
             raise ConfigurationError(
                 f"solver 'ode' with the fixed-step method {method!r} needs step_size (e.g. step_size=0.5); "
@@ -256,8 +273,21 @@ class SteadyStateODE(IterativeSolver):
 
     @property
     def adaptive(self) -> bool:
-        """Whether the method chooses its own steps."""
+        """Whether the configured method chooses its own steps (``'auto'`` picks a fixed-step one)."""
         return self.options["method"] in ADAPTIVE_METHODS
+
+    def integration_method(self, problem: FixedPointProblem) -> tuple[str, float | None]:
+        """(method, initial step_size) of a solve of ``problem``: the options, or for ``'auto'`` the
+        choice of :func:`~lben_ode.solvers.steady_state_steps.steady_state_step` from the operator's
+        numerical-range box (``dopri5`` without constants). The choice is kept while the box is the same."""
+        method = self.options["method"]
+        if method != AUTO:
+            return method, self.options["step_size"]
+        box = numerical_range_box(problem.operator)
+        if self._chosen is None or self._chosen[0] != box:
+            choice = None if box is None else steady_state_step(*box)
+            self._chosen = (box, ("dopri5", None) if choice is None else (choice.method, choice.step_size))
+        return self._chosen[1]
 
     def tolerances(self) -> tuple[float, float]:
         """(rtol, atol) handed to torchdiffeq: the options, or ``tol / 10`` (see "Step control")."""
@@ -276,9 +306,10 @@ class SteadyStateODE(IterativeSolver):
 
     def init_state(self, problem: FixedPointProblem, z0: torch.Tensor) -> ODEState:
         """The state at t = 0, with fresh counters and step control."""
-        dynamics = CountingDynamics(problem.fixed_point_map, self.adaptive)
+        method, step_size = self.integration_method(problem)
+        control = StepControl(method, *self.tolerances(), self.options["max_step"], step_size)
+        dynamics = CountingDynamics(problem.fixed_point_map, control.adaptive)
         dynamics.step_limit = self.options["max_iter"]
-        control = StepControl(*self.tolerances(), self.options["max_step"], self.options["step_size"])
         return ODEState(z0, 0.0, dynamics, control, self.options["chunk_time"])
 
     def step(self, problem: FixedPointProblem, state: ODEState) -> ODEState:
@@ -317,6 +348,9 @@ class SteadyStateODE(IterativeSolver):
         if state.stop is not None:  # the solve ends here, with the state reached
             return state, after
         if after.non_finite:
+            if best.non_finite:  # non-finite already at the best state (e.g. a NaN input): smaller steps cannot help
+                state.stop = (Result.NONFINITE, "the residual of some samples was non-finite from the start")
+                return state, after
             return self._restart_from_best(state, best), best
         if after.worst_abs < best.worst_abs or after.settled:
             state.chunk = self._next_chunk(state.chunk, before, after, elapsed)
@@ -375,7 +409,7 @@ class SteadyStateODE(IterativeSolver):
         both cases the integration goes on from the best state checked so far.
         """
         control.reductions += 1
-        if self.adaptive:
+        if control.adaptive:
             if dynamics.last_step is not None:
                 control.max_step = 0.7 * float(dynamics.last_step)
         else:
@@ -398,13 +432,19 @@ class SteadyStateODE(IterativeSolver):
     ) -> tuple[torch.Tensor, float]:
         """z(t1) from z(t0); fixed-step methods round t1 up to whole steps. Returns (z, t1)."""
         times, options = self.time_grid(dynamics, z, t0, t1, control)
+        if not control.adaptive:
+            # The grid from host values: uniform_grid would read the device tensor t at every chunk.
+            end = self.grid_end(t0, t1, control)
+            n_steps = max(1, round((end - t0) / control.step_size))
+            grid = torch.linspace(t0, end, n_steps + 1, dtype=torch.float64, device=z.device)
+            options = {**options, "grid_constructor": lambda func, y0, t: grid}
         path = odeint(
             dynamics,
             z,
             times,
             rtol=control.rtol,
             atol=control.atol,
-            method=self.options["method"],
+            method=control.method,
             options=options,
         )
         return path[-1], self.grid_end(t0, t1, control)
@@ -412,7 +452,7 @@ class SteadyStateODE(IterativeSolver):
     def grid_end(self, t0: float, t1: float, control: StepControl) -> float:
         """Where an integration over [t0, t1] ends: t1, or for a fixed step the next whole step
         (computed on the host, so that no device value is read)."""
-        if self.adaptive:
+        if control.adaptive:
             return t1
         return t0 + max(1, math.ceil((t1 - t0) / control.step_size - 1e-9)) * control.step_size
 
@@ -421,7 +461,7 @@ class SteadyStateODE(IterativeSolver):
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """The ``t`` argument of odeint over [t0, t1] and the method's options (``dynamics`` seeds an
         adaptive method's first step with its last one)."""
-        if self.adaptive:
+        if control.adaptive:
             first = dynamics.last_step
             if first is None:
                 first = self.options["first_step"] or 0.5

@@ -43,19 +43,8 @@ def peaceman_rachford_step(operator: EquilibriumOperator) -> float:
     return min(UNIT_STEP, 1.0 / math.sqrt(mu * L))
 
 
-def _shifted_resolvent(problem: FixedPointProblem, alpha: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``v ↦ (I + α(I − W))⁻¹(v + α b)`` as ``R v + c`` with ``c = R(α b)`` computed once; an operator
-    with ``affine_resolvent(α)`` (``(v, c) ↦ R v + c`` in one fused product) saves the addition."""
-    resolvent = problem.operator.resolvent(alpha)
-    offset = resolvent(alpha * problem.injection)
-    affine = getattr(problem.operator, "affine_resolvent", None)
-    if affine is None:
-        return lambda v: resolvent(v) + offset
-    fused = affine(alpha)
-    return lambda v: fused(v, offset)
-
-
-_State = tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor], float]
+#: (z, ũ = u − α b, the resolvent, α, α b)
+_State = tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor], float, torch.Tensor]
 
 
 @register
@@ -67,9 +56,12 @@ class PeacemanRachford(IterativeSolver):
     The resolvent ``(I + α(I − W))⁻¹`` comes from the model, which factors it once per parameter
     update, so PR needs a model with an efficient inverse (the dense ones).
 
-    One iteration is one matrix product and three elementwise operations: the resolvent of the
-    constant ``α b`` is applied once per solve (``z½ = R u½ + R(α b)``, fused into one ``addmm`` by
-    resolvents that support it) and the reflections ``2a − b`` are single ``lerp`` calls.
+    One iteration is one matrix product and four elementwise operations. The state keeps
+    ``ũ = u − α b`` in place of u, so that ``u½ + α b = 2z − ũ`` and ``ũ⁺ = 2z½ − (2z − ũ)``: both
+    reflections ``2a − c`` are single ``lerp`` calls and ``α b`` is added once per step, before the
+    prox (``z⁺ = prox(ũ⁺ + α b)``). Applying R to ``α b`` separately instead (``R u½ + R(αb)``)
+    would save that addition but cancel large terms after the product and lose float32 accuracy
+    where ``‖z*‖ ≪ ‖b‖``.
     """
 
     name = "pr"
@@ -91,13 +83,14 @@ class PeacemanRachford(IterativeSolver):
 
     def init_state(self, problem: FixedPointProblem, z0: torch.Tensor) -> _State:
         alpha = self.step_size(problem)
-        return z0, z0.clone(), _shifted_resolvent(problem, alpha), alpha
+        shift = alpha * problem.injection
+        return z0, z0 - shift, problem.operator.resolvent(alpha), alpha, shift
 
     def step(self, problem: FixedPointProblem, state: _State) -> _State:
-        z, u, resolvent, alpha = state
-        u_half = torch.lerp(u, z, 2.0)  # 2z − u
-        u = torch.lerp(u_half, resolvent(u_half), 2.0)  # 2z½ − u½
-        return problem.activation.prox(u, alpha), u, resolvent, alpha
+        z, shifted_u, resolvent, alpha, shift = state
+        reflected = torch.lerp(shifted_u, z, 2.0)  # 2z − ũ = u½ + α b
+        shifted_u = torch.lerp(reflected, resolvent(reflected), 2.0)  # 2z½ − (u½ + α b) = u⁺ − α b
+        return problem.activation.prox(shifted_u + shift, alpha), shifted_u, resolvent, alpha, shift
 
     def current(self, state: _State) -> torch.Tensor:
         return state[0]

@@ -47,6 +47,7 @@ class EquilibriumOperator(Protocol):
         """A forward-backward step α that the model's monotonicity proves convergent."""
 
     # Optional (solvers fall back when an operator lacks them):
+    #   apply_affine(z, c) -> W z + c in one fused operation;
     #   forward_backward_contraction() -> (α, ρ | None): the step with the best proven contraction
     #       factor ρ per step in the metric below (None: no proven rate);
     #   monotonicity() -> (μ, L) of I − W in that metric;
@@ -85,7 +86,10 @@ class FixedPointProblem:
         return self.injection.shape[0]
 
     def fixed_point_map(self, z: torch.Tensor) -> torch.Tensor:
-        """σ(W z + injection)."""
+        """σ(W z + injection); one fused product where the operator offers ``apply_affine(z, c)``."""
+        affine = getattr(self.operator, "apply_affine", None)
+        if affine is not None and z.dim() == 2:
+            return self.activation(affine(z, self.injection))
         return self.activation(self.operator.apply(z) + self.injection)
 
     def residuals(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,7 +46,7 @@ def test_registered_and_usable_by_every_model_by_name():
     assert "ode" in available()
     assert solver_class("ode") is SteadyStateODE
     model = LBEN(4, 2, 6, solver="ode", tol=1e-4)
-    assert isinstance(model.solver, SteadyStateODE) and model.solver.options["method"] == "dopri5"
+    assert isinstance(model.solver, SteadyStateODE) and model.solver.options["method"] == "auto"
     # Implicit gradients by default; torchdiffeq's adjoint only when asked for.
     assert not solver_class("ode").differentiable and not model.solver.differentiable
     assert get_solver("ode", backward="adjoint").differentiable
@@ -67,6 +67,8 @@ def test_registered_and_usable_by_every_model_by_name():
         ({"rtol": 0.0}, ConfigurationError, ["rtol"]),
         ({"max_time": float("inf")}, ConfigurationError, ["max_time"]),
         ({"backward": "unrolled"}, ConfigurationError, ["'implicit' or 'adjoint'"]),
+        ({"step_size": 0.5}, ConfigurationError, ["method='auto'", "step_size", "euler"]),
+        ({"first_step": 0.5}, ConfigurationError, ["method='auto'", "first_step", "dopri5"]),
     ],
 )
 def test_bad_options_get_clear_errors(options, error, needles):
@@ -79,15 +81,18 @@ def test_bad_options_get_clear_errors(options, error, needles):
 
 
 # -- the steady state ---------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["auto", "dopri5"])
 @pytest.mark.parametrize("kind", MODEL_KINDS)
-def test_steady_state_meets_tol_and_matches_newton_and_pr(kind, activation_case, reference, small_model_factory):
+def test_steady_state_meets_tol_and_matches_newton_and_pr(
+    kind, method, activation_case, reference, small_model_factory
+):
     name, kwargs = activation_case
     tol = 1e-7
-    model = small_model_factory(kind, name, kwargs, seed=5, solver="ode", tol=tol)
+    model = small_model_factory(kind, name, kwargs, seed=5, solver="ode", tol=tol, method=method)
     x = torch.randn(6, 5, dtype=torch.float64)
     # Residual ≤ tol, and within C·residual of the float64 Newton equilibrium.
     z_ode, _ = reference.check_model(model, x, tol)
-    stats = model.solver_stats["forward"]
+    stats, ode = model.solver_stats["forward"], model.solver
     model.set_solver("pr", tol=tol)
     with torch.no_grad():
         z_pr = model.equilibrium(x)
@@ -99,9 +104,18 @@ def test_steady_state_meets_tol_and_matches_newton_and_pr(kind, activation_case,
     extra = stats.extra
     assert extra["integration_time"] > 0 and extra["checks"] >= 2
     assert extra["checks"] < extra["accepted_steps"]
-    assert stats.function_evaluations == STAGES["dopri5"] * (
-        extra["accepted_steps"] + extra["rejected_steps"]
-    ) + (extra["checks"] - 1)
+    operator = model.forward_parts().operator
+    problem = FixedPointProblem(operator, torch.zeros(1, 12, dtype=torch.float64), model.activation)
+    used, _ = ode.integration_method(problem)
+    if method == "auto":
+        # A fixed-step method chosen from the model: its stages per step, no extra evaluation per chunk.
+        assert used in ("euler", "midpoint", "rk4") and extra["step_size"] > 0
+        assert stats.function_evaluations == STAGES[used] * extra["accepted_steps"]
+    else:
+        assert used == "dopri5"
+        assert stats.function_evaluations == STAGES["dopri5"] * (
+            extra["accepted_steps"] + extra["rejected_steps"]
+        ) + (extra["checks"] - 1)
 
 
 @pytest.mark.parametrize(
@@ -335,7 +349,7 @@ def test_tiny_step_budget_is_flagged(small_model_factory):
 
 
 def test_tiny_time_budget_is_flagged(small_model_factory):
-    model = small_model_factory("mondeq", "tanh", {}, seed=8, solver="ode", tol=1e-8, max_time=0.5)
+    model = small_model_factory("mondeq", "tanh", {}, seed=8, solver="ode", tol=1e-8, max_time=0.5, method="dopri5")
     with pytest.warns(ConvergenceWarning, match=r"max_time=0.5"):
         with torch.no_grad():
             model.equilibrium(torch.randn(4, 5, dtype=torch.float64))
@@ -360,7 +374,7 @@ def test_a_failure_inside_torchdiffeq_is_reported_not_raised():
     # z grows from 0 towards z* = tanh(0.5 z* + 0.85) ≈ 0.86, crossing v = 1.2 (z = 0.7) on the way.
     W = 0.5 * torch.eye(3, dtype=torch.float64)
     problem = FixedPointProblem(DenseOperator(W, None), torch.full((2, 3), 0.85, dtype=torch.float64), BreaksAbove())
-    solver = get_solver("ode", tol=1e-8)
+    solver = get_solver("ode", tol=1e-8, method="dopri5")
     z, stats = solver.solve(problem)
     assert not stats.all_converged and "step size underflowed" in stats.stop_reason
     assert stats.result is Result.INTEGRATOR_FAILED
@@ -370,4 +384,4 @@ def test_a_failure_inside_torchdiffeq_is_reported_not_raised():
     with pytest.warns(ConvergenceWarning, match="step size underflowed"):
         solver.report(stats, "forward")
     with pytest.raises(ConvergenceError, match="step size underflowed"):
-        get_solver("ode", tol=1e-8, on_nonconvergence="raise").report(stats, "forward")
+        get_solver("ode", tol=1e-8, method="dopri5", on_nonconvergence="raise").report(stats, "forward")
