@@ -196,6 +196,8 @@ class LBENClassifier(LightningModule):
         self._warned_no_normalization = False
         # Metrics updated in the current epoch, by logged name: (metric, shown in the progress bar).
         self._epoch_metrics: dict[str, tuple[Metric, bool]] = {}
+        # Solver extras (host floats) of the current epoch, by logged name: [sum, count].
+        self._epoch_extras: dict[str, list[float]] = {}
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -329,16 +331,21 @@ class LBENClassifier(LightningModule):
         for key in [k for k in self._epoch_metrics if k.startswith(f"{stage}/")]:
             metric, prog_bar = self._epoch_metrics.pop(key)
             self.log(key, metric, on_step=False, on_epoch=True, prog_bar=prog_bar)
+        for key in [k for k in self._epoch_extras if k.startswith(f"{stage}/")]:
+            total, count = self._epoch_extras.pop(key)
+            self.log(key, total / count, on_step=False, on_epoch=True, sync_dist=True)
 
     def _log_solve(self, stage: str, direction: str) -> None:
         stats = self.model.solver_stats.get(direction)
         if stats is None:
             return
         self._log_metrics(f"{stage}/{direction}", self.metrics[f"{stage}_{direction}"].update(stats))
+        # Extras are host floats: summed here and logged once per epoch (a self.log per step costs
+        # more than a small model's solve).
         for name, value in stats.extra.items():
-            self.log(
-                f"{stage}/{direction}/extra/{name}", float(value), on_step=False, on_epoch=True, sync_dist=True
-            )
+            total = self._epoch_extras.setdefault(f"{stage}/{direction}/extra/{name}", [0.0, 0])
+            total[0] += float(value)
+            total[1] += 1
 
     def _refresh_bound(self) -> None:
         self._gamma = self.model.lipschitz_bound()
