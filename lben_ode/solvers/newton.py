@@ -29,6 +29,10 @@ from .stats import SolverStats
 #: solved in chunks of samples, so memory is ``min(batch·n², 2²⁵)`` entries twice (J and its LU).
 SOLVE_CHUNK_ENTRIES = 2**25
 
+#: Steps of a linear (adjoint) solve by default: the first is exact up to rounding, any further
+#: ones are iterative refinement.
+LINEAR_BUDGET = 10
+
 #: The Peaceman-Rachford defaults used for the forward solve when ``forward="pr"``.
 PR_CHECK_EVERY, PR_MAX_ITER = 5, 300
 
@@ -80,7 +84,8 @@ class NewtonState:
         bound: ``(batch,)`` the envelope ``κ ρᵏ m(z₀)`` after k steps, which the merit never exceeds.
         safeguarded: ``(batch,)`` steps each sample took with T instead of Newton.
         matrix: M, ``(n, n)``.
-        step: the safe forward-backward step.
+        step: the safe forward-backward step; None for a linear σ (:class:`LinearSlopes`), whose
+            Newton step is a direct solve and needs no safeguard.
         rate: ρ, the factor the envelope shrinks by per step (1 without a proven rate: then a Newton
             step must reduce the merit itself).
     """
@@ -92,7 +97,7 @@ class NewtonState:
     bound: torch.Tensor
     safeguarded: torch.Tensor
     matrix: torch.Tensor
-    step: SafeStep
+    step: SafeStep | None
     rate: float
 
 
@@ -131,7 +136,10 @@ class SemismoothNewton(IterativeSolver):
 
     **Backward.** The adjoint equilibrium ``u = D(Wᵀu + g)`` of implicit gradients has the linear
     activation :class:`~lben_ode.activations.LinearSlopes`: one Newton step from zero solves
-    ``(I − D Wᵀ) u = D g`` directly. With ``forward="pr"`` the forward equilibrium is solved by
+    ``(I − D Wᵀ) u = D g`` directly (the matrix is invertible for every D in [0, 1] when the model is
+    well-posed). It runs without the safeguard, so it needs no forward-backward step from the model;
+    a further step, if the residual is not yet under ``tol``, is iterative refinement (at most
+    ``max_iter``, by default 10). With ``forward="pr"`` the forward equilibrium is solved by
     Peaceman-Rachford instead (every activation, the ``alpha`` option), and only the adjoint by the
     direct solve: ``solver="newton", forward="pr"``.
 
@@ -230,6 +238,8 @@ class SemismoothNewton(IterativeSolver):
         """
         if self.options["max_iter"] is not None:
             return self.options["max_iter"]
+        if isinstance(problem.activation, LinearSlopes):
+            return LINEAR_BUDGET
         step = safe_step(problem)
         if step.rate is None or not step.rate < 1:
             return FALLBACK_BUDGET
@@ -247,6 +257,12 @@ class SemismoothNewton(IterativeSolver):
         return problem.activation.prox((1 - alpha) * z + alpha * (Wz + problem.injection), alpha)
 
     def init_state(self, problem: FixedPointProblem, z0: torch.Tensor) -> NewtonState:
+        matrix = dense_matrix(problem.operator).to(z0.dtype)
+        safeguarded = torch.zeros(z0.shape[0], dtype=torch.long, device=z0.device)
+        if isinstance(problem.activation, LinearSlopes):
+            none = torch.zeros_like(safeguarded, dtype=z0.dtype)
+            Wz = problem.operator.apply(z0)
+            return NewtonState(z0, Wz, z0, none, none, safeguarded, matrix, None, 1.0)
         step = safe_step(problem)
         Wz = problem.operator.apply(z0)
         image = self._fb_image(problem, step.alpha, z0, Wz)
@@ -257,20 +273,22 @@ class SemismoothNewton(IterativeSolver):
             fb_image=image,
             merit=merit,
             bound=self.options["slack"] * merit,
-            safeguarded=torch.zeros(z0.shape[0], dtype=torch.long, device=z0.device),
-            matrix=dense_matrix(problem.operator).to(z0.dtype),
+            safeguarded=safeguarded,
+            matrix=matrix,
             step=step,
             rate=step.rate if step.rate is not None and step.rate < 1 else 1.0,
         )
 
     def step(self, problem: FixedPointProblem, state: NewtonState) -> NewtonState:
-        alpha = state.step.alpha
         z, v = state.z, state.Wz + problem.injection
         residual = z - problem.activation(v)
         slopes = problem.activation.derivative(v)
         # Newton's proposal and its merit.
         z_newton = z + newton_direction(state.matrix, slopes, residual)
         Wz_newton = problem.operator.apply(z_newton)
+        if state.step is None:  # a linear σ: the direct solve (or its refinement), no safeguard
+            return dataclasses.replace(state, z=z_newton, Wz=Wz_newton)
+        alpha = state.step.alpha
         image_newton = self._fb_image(problem, alpha, z_newton, Wz_newton)
         merit_newton = self._merit(state.step, z_newton, image_newton)
         # The safe step T(z), already computed, and what the next step needs from it.

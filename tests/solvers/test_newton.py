@@ -119,6 +119,9 @@ def test_the_adjoint_is_one_direct_solve(activation, forward, reference, activat
     forward_stats, backward_stats = model.solver_stats["forward"], model.solver_stats["backward"]
     assert forward_stats.solver == ("newton" if forward == "newton" else "pr")
     assert backward_stats.solver == "newton" and backward_stats.total_iterations == 1
+    if forward == "pr":  # the direct solve needs no safeguard: no forward-backward step was computed
+        shared = model.forward_parts().operator._shared
+        assert "fb_contraction" not in shared and ("safe_step", True) not in shared
     expected = explicit_input_gradient(model, x.detach(), c, reference, activation_reference(activation))
     torch.testing.assert_close(x.grad, expected, rtol=1e-7, atol=1e-9)
 
