@@ -129,10 +129,11 @@ class SemismoothNewton(IterativeSolver):
     Near z* (and on z*'s active set at once) the Newton step is exact for piecewise-linear σ and
     is taken. The choice is a ``torch.where`` per sample: no host sync.
 
-    Costs per step: one batched factorisation (about batch·n³/3 multiply-adds) and three products
-    with W; memory ``2·min(batch·n², 2²⁵)`` matrix entries (larger batches are solved in chunks).
-    It pays where n is small (tens to a hundred units); at n in the hundreds one step costs many
-    Peaceman-Rachford iterations.
+    Costs per step: one batched factorisation (about batch·n³/3 multiply-adds) and two products
+    with W (and the loop's check); memory ``2·min(batch·n², 2²⁵)`` matrix entries (larger batches
+    are solved in chunks). On a CPU one step costs about as much as 50 Peaceman-Rachford iterations
+    at n = 80 and far more at n = 500, so despite 3–7 steps against 15–25 it is slower than PR there
+    (``benchmarks/solvers.py``); it is for exact equilibria of small piecewise-linear models.
 
     **Backward.** The adjoint equilibrium ``u = D(Wᵀu + g)`` of implicit gradients has the linear
     activation :class:`~lben_ode.activations.LinearSlopes`: one Newton step from zero solves
