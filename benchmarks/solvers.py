@@ -46,6 +46,8 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
         {"method": "midpoint", "step_size": 0.5},
         {"method": "euler", "step_size": 0.5},
     ],
+    # Newton forward and backward, and Peaceman-Rachford forward with Newton's direct adjoint solve.
+    "newton": [{}, {"forward": "pr"}],
 }
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081

@@ -20,6 +20,10 @@ class Activation(ABC):
     """An elementwise activation σ, monotone with slope in [0, 1], and prox_{αf} for σ = prox_f."""
 
     name: str = ""
+    #: σ is piecewise linear: on each piece (an "active set") σ(v) is affine with slope σ'(v), so
+    #: σ(v + h) = σ(v) + σ'(v) ⊙ h while v + h stays on v's pieces. The semismooth Newton solver
+    #: needs this: its step is then the exact equilibrium of the current active set.
+    piecewise_linear: bool = False
 
     @abstractmethod
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
@@ -64,6 +68,7 @@ class ReLU(Activation):
     """max(v, 0); its prox is itself for every α (f is the indicator of z ≥ 0)."""
 
     name = "relu"
+    piecewise_linear = True
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         return torch.relu(v)
@@ -79,6 +84,7 @@ class LeakyReLU(Activation):
     """v for v ≥ 0, ``slope · v`` otherwise, with slope in [0, 1]; closed-form prox."""
 
     name = "leaky_relu"
+    piecewise_linear = True
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         slope = float(negative_slope)
@@ -151,6 +157,8 @@ class LinearSlopes(Activation):
     """
 
     name = "linear_slopes"
+    #: One piece: σ'(v) = d everywhere, so a Newton step solves the (linear) equilibrium exactly.
+    piecewise_linear = True
 
     def __init__(self, slopes: torch.Tensor) -> None:
         self.slopes = slopes

@@ -97,7 +97,8 @@ class EquilibriumModel(nn.Module):
         Raises:
             UnknownNameError, ConfigurationError: an unknown solver or option, or a bad value.
             UnsupportedSolverError: the solver needs what this model's operator does not provide
-                (the message lists the solvers that would work); the model keeps its solver.
+                or cannot use this model's activation (the message lists the solvers that would
+                work); the model keeps its solver.
         """
         if isinstance(solver, Solver):
             if options:
@@ -122,9 +123,24 @@ class EquilibriumModel(nn.Module):
                 f"{type(self).__name__} cannot use solver {solver.name!r}: it needs {needs}, which this "
                 f"model does not provide. Solvers that work with it: {usable} (solver='fb' is forward-backward)"
             )
+        self._check_activation_supported(solver)
         self.gradient: GradientMethod = get_gradient_method(solver.gradient_method())
         self.solver = solver
         return solver
+
+    def _check_activation_supported(self, solver: Solver) -> None:
+        """Refuse a solver that cannot use this model's activation, naming the solvers that can."""
+        reason = solver.activation_unsupported(self.activation)
+        if reason is None:
+            return
+        act = self.activation
+        usable = ", ".join(
+            repr(name) for name in self.usable_solvers() if get_solver(name).activation_unsupported(act) is None
+        )
+        raise UnsupportedSolverError(
+            f"{type(self).__name__} cannot use solver {solver.name!r} with activation {self.activation!r}: "
+            f"{reason}. Solvers that work with it: {usable}"
+        )
 
     # -- what subclasses provide ------------------------------------------------------------------
     @abstractmethod

@@ -26,7 +26,7 @@ class DenseOperator:
     """
 
     #: An explicit matrix has a resolvent: one inverse per α, cached.
-    PROVIDES: ClassVar[frozenset[str]] = frozenset({RESOLVENT})
+    PROVIDES: ClassVar[frozenset[str]] = frozenset({RESOLVENT, "dense_matrix"})
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ needs; :func:`~lben_ode.solvers.loop.run` does the rest), imported below. It dec
 ``REQUIRES`` what it needs from a model's operator; the conformance tests then cover it.
 """
 
-from . import anderson, forward_backward, neural_ode, peaceman_rachford  # noqa: F401  (registers the solvers)
+from . import anderson, forward_backward, neural_ode, newton, peaceman_rachford  # noqa: F401  (registers the solvers)
 from .base import IterativeSolver, Solver
 from .loop import Check, run
 from .options import COMMON_OPTIONS, Option

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..activations import Activation
 from ..errors import UnsupportedSolverError
 from .loop import Check, run
 from .loop import synchronize as _synchronize  # noqa: F401  (kept for code that imported it from here)
@@ -62,8 +63,18 @@ class Solver(ABC):
     ) -> tuple[torch.Tensor, SolverStats]:
         """Solve ``problem`` from ``z0`` (zeros when None). Returns z and its statistics."""
 
+    def activation_unsupported(self, activation: Activation) -> str | None:
+        """Why this solver (with its options) cannot solve equilibria with ``activation``, or None
+        when it can. The default takes every activation; a solver that needs more of σ (e.g.
+        piecewise linearity) overrides it."""
+        return None
+
     def check_supported(self, problem: FixedPointProblem) -> None:
-        """Raise :class:`UnsupportedSolverError` if the problem's operator lacks a capability in ``REQUIRES``."""
+        """Raise :class:`UnsupportedSolverError` if the problem's operator lacks a capability in
+        ``REQUIRES`` or the solver cannot use the problem's activation (:meth:`activation_unsupported`)."""
+        reason = self.activation_unsupported(problem.activation)
+        if reason is not None:
+            raise UnsupportedSolverError(f"solver {self.name!r} cannot use activation {problem.activation!r}: {reason}")
         missing = self.REQUIRES - operator_capabilities(problem.operator)
         if missing:
             needs = ", ".join(describe_capability(c) for c in sorted(missing))

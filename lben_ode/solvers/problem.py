@@ -17,9 +17,14 @@ RESIDUAL_FLOOR = 1e-12
 #: The capability of an operator to apply the resolvent ``(I + α(I − W))⁻¹`` cheaply.
 RESOLVENT = "resolvent"
 
+#: The capability of an operator to give W as an explicit ``(n, n)`` matrix: attribute ``W`` and
+#: flag ``transposed`` (the operator applies ``z ↦ z @ W.T``, or ``z ↦ z @ W`` when transposed).
+DENSE_MATRIX = "dense_matrix"
+
 #: Every capability an operator may declare, with what it means (for messages).
 CAPABILITIES: dict[str, str] = {
     RESOLVENT: "the resolvent (I + α(I − W))⁻¹",
+    DENSE_MATRIX: "an explicit dense matrix W",
 }
 
 

@@ -164,8 +164,8 @@ def test_bad_input_exits_with_status_2(trained, tmp_path, capsys):
     out = ["--out", str(tmp_path / "out")]
     err = fails(["robustness", "--ckpt", str(tmp_path / "missing.ckpt"), *out], capsys)
     assert "missing.ckpt" in err and "not found" in err
-    err = fails(["robustness", "--ckpt", str(trained["last"]), "--solver", "newton", *out], capsys)
-    assert "unknown solver 'newton'" in err
+    err = fails(["robustness", "--ckpt", str(trained["last"]), "--solver", "broyden", *out], capsys)
+    assert "unknown solver 'broyden'" in err
     assert all(name in err for name in available())
     assert "--eps" in fails(["robustness", "--ckpt", str(trained["last"]), "--eps", "0.5,-1", *out], capsys)
     assert "--ckpt" in fails(["robustness", *out], capsys)

@@ -358,7 +358,7 @@ def test_package_exports_the_model():
         ({"channels": 0}, ConfigurationError, "channels must be a positive int"),
         ({"kernel_scale": -1.0}, ConfigurationError, "kernel_scale"),
         ({"activation": "elu"}, lben_ode.ActivationError, "relu"),
-        ({"solver": "newton"}, UnknownNameError, "fb"),
+        ({"solver": "broyden"}, UnknownNameError, "fb"),
         ({"step": 0.1}, UnknownNameError, "option of solver 'anderson'"),
         ({"alpha": -1.0}, ConfigurationError, "alpha"),
     ],
