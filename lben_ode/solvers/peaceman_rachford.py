@@ -33,20 +33,7 @@ class PeacemanRachford(IterativeSolver):
     def init_state(self, problem: FixedPointProblem, z0: torch.Tensor) -> _State:
         alpha = float(self.options["alpha"])
         resolvent = problem.operator.resolvent(alpha)
-        return z0, self.reflected_start(problem, z0, alpha), resolvent, alpha
-
-    @staticmethod
-    def reflected_start(problem: FixedPointProblem, z0: torch.Tensor, alpha: float) -> torch.Tensor:
-        """The u that goes with a start z0: ``u0 = z0 + α(W z0 + b − z0)``, and u0 = 0 where z0 = 0.
-
-        At the solution ``u* = z* + α(W z* + b − z*)`` (from ``z½ = z*`` at the fixed point), so a
-        warm start at z* with this u0 is already the fixed point of the iteration; with u0 = z0 it
-        would be as far from u* as a cold start on every inactive unit. A sample whose start is all
-        zeros keeps u0 = 0, the cold start.
-        """
-        started = (z0.flatten(1) != 0).any(dim=1).reshape(-1, *([1] * (z0.dim() - 1)))
-        reflected = z0 + alpha * (problem.operator.apply(z0) + problem.injection - z0)
-        return torch.where(started, reflected, z0)
+        return z0, z0.clone(), resolvent, alpha
 
     def step(self, problem: FixedPointProblem, state: _State) -> _State:
         z, u, resolvent, alpha = state

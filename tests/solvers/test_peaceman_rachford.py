@@ -106,22 +106,3 @@ def test_writes_through_data_are_noticed(solver, reference):
     model.S.data.add_(0.5 * torch.randn_like(model.S))
     model.U.data.mul_(2.0)
     reference.check_model(model, x, 1e-10)
-
-
-def test_pr_warm_start_at_the_equilibrium_converges_at_the_first_check(small_model_factory):
-    # The start's u is reflected through the model (u* = z* + α(W z* + b − z*)), so a warm start at
-    # z* is the iteration's fixed point; a zero start is the cold start, step for step.
-    model = small_model_factory("lben_gamma", "relu", {}, seed=3, solver="pr", tol=1e-9)
-    x = torch.randn(6, 5, dtype=torch.float64)
-    with torch.no_grad():
-        z_star = model.equilibrium(x)
-        cold = model.solver_stats["forward"]
-        assert cold.all_converged and int(cold.iterations.min()) > model.solver.options["check_every"]
-        z_zero = model.equilibrium(x, torch.zeros_like(z_star))
-        torch.testing.assert_close(z_zero, z_star, rtol=0, atol=0)
-        assert torch.equal(model.solver_stats["forward"].iterations, cold.iterations)
-        z_warm = model.equilibrium(x, z_star)
-        warm = model.solver_stats["forward"]
-    assert warm.all_converged and warm.residual.max() <= 1e-9
-    assert torch.equal(warm.iterations, torch.full_like(warm.iterations, model.solver.options["check_every"]))
-    torch.testing.assert_close(z_warm, z_star, rtol=1e-8, atol=1e-10)
