@@ -1,4 +1,8 @@
-"""The implicit gradient's adjoint solve from a given start, and warm starts kept across passes."""
+"""The implicit gradient's adjoint solve from a given start, and warm starts kept across passes.
+
+Exact restarts are checked with forward-backward, whose state is z alone: a start at the solution
+is then converged at the first check. (Peaceman-Rachford also carries u, which a start sets to z0.)
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 TOL = 1e-10
 
 
-def model_and_input(solver: str = "pr") -> tuple[LBEN, torch.Tensor]:
+def model_and_input(solver: str = "fb") -> tuple[LBEN, torch.Tensor]:
     torch.manual_seed(0)
     model = LBEN(6, 3, 10, gamma=1.0, solver=solver, tol=TOL, max_iter=5000).double()
     with torch.no_grad():
@@ -55,7 +59,7 @@ def test_bad_adjoint_starts_are_refused():
     parts = model.forward_parts()
     grad = torch.randn(7, 10, dtype=torch.float64)
     slopes = torch.ones_like(grad)
-    solve = get_solver("pr")
+    solve = get_solver("fb")
     with pytest.raises(ShapeError, match=r"adjoint start u0 must be shaped \(7, 10\)"):
         adjoint_solve(grad, slopes, parts.operator, solve, u0=torch.zeros(7, 9, dtype=torch.float64))
     with pytest.raises(ShapeError, match=r"dtype torch\.float64, got torch\.float32"):
