@@ -150,7 +150,8 @@ class LBENClassifier(LightningModule):
         warm_start: start each training sample's forward solve from its equilibrium z* of its last
             visit (the previous epoch), and its backward (adjoint) solve from its last adjoint
             solution, kept by dataset index (:class:`~lben_ode.lightning_modules.warm_start.WarmStartCache`);
-            first visits start from zeros, as without it. Every solve still runs to the solver's
+            first visits start from zeros, as without it (a start sets z, and Peaceman-Rachford's
+            u, to the kept z*). Every solve still runs to the solver's
             per-sample tolerance, so only the iteration counts change (``train/forward/…`` and
             ``train/backward/…`` show them). Memory on the model's device: 2 × N × n × dtype size
             for N training samples of state size n (60,000 × 80 × 4 B × 2 ≈ 38 MB for MNIST at width

@@ -67,6 +67,9 @@ class WarmStartCache:
         self.size = size
         self.z: torch.Tensor | None = None
         self.adjoint: torch.Tensor | None = None
+        # The last index tensor checked and its largest entry: a step reads, then writes, the same
+        # indices, and one range check (one host read) per step is enough.
+        self._checked: tuple[torch.Tensor, int] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -76,6 +79,7 @@ class WarmStartCache:
     def clear(self) -> None:
         """Forget every entry (the next visit of each sample starts from zeros)."""
         self.z = self.adjoint = None
+        self._checked = None
 
     def starts(self, idx: torch.Tensor) -> WarmStart:
         """The starts for the samples ``idx`` ``(batch,)`` on the cache's device: None before the first batch."""
@@ -99,6 +103,8 @@ class WarmStartCache:
 
     def _check_range(self, idx: torch.Tensor) -> int:
         # One host read per training step (not per solver iteration): the smallest and largest index.
+        if self._checked is not None and self._checked[0] is idx:
+            return self._checked[1]
         low, high = torch.stack(torch.aminmax(idx)).tolist() if idx.numel() else (0, -1)
         if low < 0:
             raise ShapeError(f"training batch indices must be ≥ 0 (dataset indices), got {low}")
@@ -106,6 +112,7 @@ class WarmStartCache:
             raise ShapeError(
                 f"training batch index {high} is out of range for the {self.size} training samples"
             )
+        self._checked = (idx, high)
         return high
 
     def _allocate(self, idx: torch.Tensor, like: torch.Tensor) -> None:
