@@ -121,7 +121,8 @@ def main() -> None:
             runs.append(train_once(args.data_dir, seed, warm_start, args.epochs, limit))
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(runs, indent=1))
-    print(f"PR alpha = {runs[0]['alpha']}, tol 1e-5, width 80, batch 128")
+    alpha = runs[0]["alpha"]
+    print(f"PR alpha = {'from the model (default)' if alpha is None else alpha}, tol 1e-5, width 80, batch 128")
     print(
         "seed warm epoch | fwd mean/batch  fwd steps/batch  fwd total | "
         "bwd mean/batch  bwd steps/batch  bwd total | conv"
