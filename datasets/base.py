@@ -24,27 +24,41 @@ class TensorBatches(Dataset):
 
     ``__getitems__`` returns the batch ``(inputs[idx], labels[idx])`` with one indexing operation
     instead of stacking one sample at a time; pair it with :func:`pass_batch` as ``collate_fn``
-    (the data modules' loaders do).
+    (the data modules' loaders do). With ``with_indices`` the batch is ``(inputs[idx],
+    labels[idx], idx)``: the dataset index of each sample, ``(batch,)`` int64, so that per-sample
+    state (warm starts of the equilibrium solves) can be kept across epochs.
 
     Args:
         inputs: ``(N, *input_shape)`` float tensor, in model units.
         labels: ``(N,)`` integer class labels.
+        with_indices: also give each sample's index in ``[0, N)``.
     """
 
-    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, with_indices: bool = False) -> None:
         if inputs.shape[0] != labels.shape[0]:
             raise DatasetError(f"{inputs.shape[0]} inputs but {labels.shape[0]} labels")
+        if not isinstance(with_indices, bool):
+            raise ConfigurationError(f"with_indices must be a bool, got {with_indices!r}")
         self.inputs = inputs
         self.labels = labels
+        self.with_indices = with_indices
+
+    def indexed(self) -> TensorBatches:
+        """The same samples (sharing the tensors), with batches ``(x, y, idx)``."""
+        return TensorBatches(self.inputs, self.labels, with_indices=True)
 
     def __len__(self) -> int:
         return self.labels.shape[0]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        if self.with_indices:
+            return self.inputs[index], self.labels[index], torch.as_tensor(index, dtype=torch.long)
         return self.inputs[index], self.labels[index]
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         idx = torch.as_tensor(indices, dtype=torch.long)
+        if self.with_indices:
+            return self.inputs[idx], self.labels[idx], idx
         return self.inputs[idx], self.labels[idx]
 
 
@@ -103,7 +117,13 @@ class ImageDataModule(LightningDataModule):
         normalization: the input normalisation; certified bounds in raw (pixel) units use it.
         num_classes: number of classes.
         image_shape: ``(C, H, W)`` of one raw image.
+        train_indices: when True, training batches are ``(x, y, idx)`` with each sample's index in
+            the training split, ``(batch,)`` int64 (evaluation batches stay ``(x, y)``). False by
+            default, so code that unpacks ``x, y = batch`` keeps working; ``LBENClassifier`` with
+            ``warm_start=True`` sets it before the loaders are built.
     """
+
+    train_indices: bool = False
 
     normalization: Normalization
     num_classes: int
@@ -162,8 +182,13 @@ class ImageDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches ``(x, y)``."""
-        return self._loader("train", shuffle=True)
+        """Shuffled training batches ``(x, y)``, or ``(x, y, idx)`` when :attr:`train_indices` is set."""
+        if not isinstance(self.train_indices, bool):
+            raise ConfigurationError(f"train_indices must be a bool, got {self.train_indices!r}")
+        dataset = self.dataset("train")
+        if self.train_indices:
+            dataset = dataset.indexed()
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, collate_fn=pass_batch)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in a fixed order."""

@@ -160,3 +160,28 @@ def check_inputs(x: Any, labels: Any = None, what: str = "x") -> None:
     check_float_batch(x, what)
     if labels is not None:
         check_labels(labels, x.shape[0])
+
+
+def check_start(start: Any, like: torch.Tensor, what: str = "warm start z0") -> torch.Tensor:
+    """A solver start shaped and typed like ``like`` (e.g. the injection ``(batch, *state_shape)``), finite.
+
+    Raises:
+        ShapeError: for a non-tensor, a non-float tensor, another shape or another dtype.
+        NonFiniteInputError: for NaN or infinite entries.
+    """
+    if not isinstance(start, torch.Tensor) or not start.is_floating_point():
+        got = f"a {start.dtype} tensor" if isinstance(start, torch.Tensor) else type(start).__name__
+        raise ShapeError(f"{what} must be a floating-point torch.Tensor, got {got}")
+    if start.shape != like.shape:
+        raise ShapeError(f"{what} must be shaped {tuple(like.shape)}, got {tuple(start.shape)}")
+    if start.dtype != like.dtype:
+        raise ShapeError(f"{what} must have the model's dtype {like.dtype}, got {start.dtype}: use .to({like.dtype})")
+    if start.device != like.device:
+        raise ShapeError(f"{what} must be on the model's device {like.device}, got {start.device}")
+    finite = torch.isfinite(start)
+    if not bool(finite.all()):
+        raise NonFiniteInputError(
+            f"{what} has {int((~finite).sum())} NaN or infinite entries of {start.numel()}; "
+            "pass a finite start, or None to start from zeros"
+        )
+    return start

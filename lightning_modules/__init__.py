@@ -21,6 +21,7 @@ _EXPORTS = {
     "OutputFit": "sequence_metrics",
     "SequenceRegressor": "sequence",
     "SimulationMetrics": "sequence_metrics",
+    "WarmStartCache": "warm_start",
 }
 
 __all__ = sorted(_EXPORTS)

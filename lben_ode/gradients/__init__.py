@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import unknown_name
 from .adjoint import ODEAdjoint
-from .base import EquilibriumGraph, GradientMethod
+from .base import EquilibriumGraph, GradientMethod, WarmStart
 from .implicit import ImplicitGradient, adjoint_solve, equilibrium_with_implicit_gradient
 
 #: The gradient methods by name.
@@ -29,6 +29,7 @@ __all__ = [
     "GradientMethod",
     "ImplicitGradient",
     "ODEAdjoint",
+    "WarmStart",
     "adjoint_solve",
     "equilibrium_with_implicit_gradient",
     "get_gradient_method",

@@ -150,4 +150,10 @@ class ODEAdjoint(GradientMethod):
             )
         if not torch.is_grad_enabled():
             return ImplicitGradient().equilibrium(solver, graph, z0, on_backward_stats)
+        if graph.warm_start is not None:
+            raise ConfigurationError(
+                "the adjoint gradient (solver 'ode', backward='adjoint') differentiates the integration from "
+                "its start, which a kept warm start would shorten, and has no adjoint solve to start: use "
+                "backward='implicit' with warm starts"
+            )
         return adjoint_equilibrium(solver, graph, z0)

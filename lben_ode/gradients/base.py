@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -19,6 +19,34 @@ BackwardStatsSink = Callable[[SolverStats], None]
 
 
 @dataclass
+class WarmStart:
+    """Starts of one forward pass's two solves and, once they ran, their solutions.
+
+    Pass one to ``model(x, warm_start=...)``: the forward solve starts from ``z0``, the backward
+    (adjoint) solve of the implicit gradient from ``adjoint_start``; the model then fills in ``z``
+    and the backward pass fills in ``adjoint``, so the solutions can be kept for the next visit of
+    the same samples. Every tensor is ``(batch, *state_shape)`` in the model's dtype, detached.
+
+    The adjoint equilibrium is solved in u = D w (:func:`~lben_ode.gradients.implicit.adjoint_solve`).
+    It is linear in the incoming gradient g, whose size changes a lot between visits (the loss of a
+    sample falls as it is learned; the last batch is smaller), so the adjoint start and solution are
+    kept per unit of ‖g‖: sample i's backward solve starts from ``‖g_i‖ · adjoint_start[i]``, and
+    ``adjoint[i]`` is its solution ``u_i = D w_i`` divided by ``‖g_i‖`` (zero where g_i = 0).
+
+    Attributes:
+        z0: start of the forward solve, or None for zeros.
+        adjoint_start: start of the adjoint solve per unit ‖g‖, or None for zeros.
+        z: the forward equilibrium z* (None until the forward solve ran).
+        adjoint: the adjoint solution per unit ‖g‖ (None until a backward pass reached the equilibrium).
+    """
+
+    z0: torch.Tensor | None = None
+    adjoint_start: torch.Tensor | None = None
+    z: torch.Tensor | None = field(default=None, repr=False)
+    adjoint: torch.Tensor | None = field(default=None, repr=False)
+
+
+@dataclass
 class EquilibriumGraph:
     """One forward pass's equilibrium ``z = σ(W z + injection)`` with its autograd graph.
 
@@ -27,12 +55,15 @@ class EquilibriumGraph:
         injection: ``U x + b_z`` with its graph to x and the parameters, ``(batch, *state_shape)``.
         activation: σ.
         operator: W for the solvers, without graph.
+        warm_start: where the adjoint solve starts and its solution goes (:class:`WarmStart`), or
+            None (start from zeros, keep nothing).
     """
 
     apply_W: Callable[[torch.Tensor], torch.Tensor]
     injection: torch.Tensor
     activation: Activation
     operator: EquilibriumOperator
+    warm_start: WarmStart | None = None
 
     def problem(self) -> FixedPointProblem:
         """The same equilibrium without graph, for a solver."""

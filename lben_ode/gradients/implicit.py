@@ -21,7 +21,8 @@ from ..activations import Activation, LinearSlopes
 from ..solvers.base import Solver
 from ..solvers.problem import EquilibriumOperator, FixedPointProblem
 from ..solvers.stats import SolverStats
-from .base import BackwardStatsSink, EquilibriumGraph, GradientMethod
+from ..validation import check_start
+from .base import BackwardStatsSink, EquilibriumGraph, GradientMethod, WarmStart
 
 
 def adjoint_solve(
@@ -29,23 +30,40 @@ def adjoint_solve(
     slopes: torch.Tensor,
     operator: EquilibriumOperator,
     solver: Solver,
+    u0: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, SolverStats]:
     """Solve ``(I − D W)ᵀ w = g`` for w with the same solver as the forward pass.
 
     With ``u = D w`` the equation is the equilibrium ``u = D(Wᵀ u + g)``: the same monotone
     structure (Wᵀ is well-posed in the metric Λ⁻¹) with the linear activation v ↦ D v, so every
-    splitting method applies unchanged. Then ``w = g + Wᵀ u``.
+    splitting method applies unchanged. Then ``w = g + Wᵀ u``; conversely ``u = D w`` recovers the
+    adjoint's state from w (to within the solve's residual), which is how a solution is kept as
+    the next start (:class:`~lben_ode.gradients.base.WarmStart`).
 
     Args:
         grad: incoming gradient g, shape ``(batch, *state_shape)``.
         slopes: σ'(W z* + U x + b_z), same shape, entries in [0, 1].
         operator: the forward operator W; its transpose is used.
         solver: the solver that computed the forward equilibrium.
+        u0: optional start of the solve in the variable u, same shape and dtype as g, finite;
+            None starts from zeros. It changes only where the iteration starts: the solve still runs
+            to the solver's per-sample tolerance.
+
+    Raises:
+        ShapeError, NonFiniteInputError: for a start of the wrong shape, dtype or device, or not finite.
     """
+    if u0 is not None:
+        check_start(u0, grad, "adjoint start u0")
     transposed = operator.transpose()
     problem = FixedPointProblem(transposed, grad, LinearSlopes(slopes))
-    u, stats = solver.solve(problem)
+    u, stats = solver.solve(problem, u0)
     return grad + transposed.apply(u), stats
+
+
+def _per_unit_gradient(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ‖g_i‖ shaped to broadcast over g, and 1/‖g_i‖ (0 where g_i = 0)."""
+    norm = grad.flatten(1).norm(dim=1).reshape(-1, *([1] * (grad.dim() - 1)))
+    return norm, torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
 
 
 def equilibrium_with_implicit_gradient(
@@ -56,6 +74,7 @@ def equilibrium_with_implicit_gradient(
     operator: EquilibriumOperator,
     solver: Solver,
     on_backward_stats: Callable[[SolverStats], None],
+    warm_start: WarmStart | None = None,
 ) -> torch.Tensor:
     """Re-attach a solved equilibrium to the autograd graph with the implicit gradient.
 
@@ -67,6 +86,9 @@ def equilibrium_with_implicit_gradient(
         operator: W without graph, for the adjoint solve.
         solver: the solver used for the adjoint equilibrium.
         on_backward_stats: called with the statistics of each backward solve.
+        warm_start: the adjoint solve starts from ``‖g_i‖ · warm_start.adjoint_start[i]`` when that
+            is set, and the solution per unit ‖g_i‖ (``D w_i / ‖g_i‖``) is written to
+            ``warm_start.adjoint``; None starts from zeros and keeps nothing.
 
     Returns:
         z* itself (the state the solver's statistics describe), carrying the implicit gradient when
@@ -79,11 +101,19 @@ def equilibrium_with_implicit_gradient(
     if not step.requires_grad:
         return z_star
     slopes = activation.derivative(pre_activation.detach())
+    start = None if warm_start is None else warm_start.adjoint_start
+    if start is not None:
+        check_start(start, z_star, "adjoint start")
 
     def replace_gradient(grad: torch.Tensor | None) -> torch.Tensor | None:
         if grad is None:  # an undefined incoming gradient (no output used z) stays undefined
             return None
-        w, stats = adjoint_solve(grad, slopes, operator, solver)
+        if warm_start is None:
+            w, stats = adjoint_solve(grad, slopes, operator, solver)
+        else:
+            norm, inverse_norm = _per_unit_gradient(grad)
+            w, stats = adjoint_solve(grad, slopes, operator, solver, None if start is None else norm * start)
+            warm_start.adjoint = (slopes * w * inverse_norm).detach()
         on_backward_stats(stats)
         solver.report(stats, "backward")
         return w
@@ -109,6 +139,13 @@ class ImplicitGradient(GradientMethod):
     ) -> tuple[torch.Tensor, SolverStats]:
         z_star, stats = solver.solve(graph.problem(), None if z0 is None else z0.detach())
         z = equilibrium_with_implicit_gradient(
-            z_star, graph.apply_W, graph.injection, graph.activation, graph.operator, solver, on_backward_stats
+            z_star,
+            graph.apply_W,
+            graph.injection,
+            graph.activation,
+            graph.operator,
+            solver,
+            on_backward_stats,
+            graph.warm_start,
         )
         return z, stats

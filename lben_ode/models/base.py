@@ -14,12 +14,12 @@ from torch import nn
 
 from ..activations import Activation, get_activation
 from ..errors import ConfigurationError, NonFiniteInputError, ShapeError, UnsupportedSolverError
-from ..gradients import EquilibriumGraph, GradientMethod, get_gradient_method
+from ..gradients import EquilibriumGraph, GradientMethod, WarmStart, get_gradient_method
 from ..solvers.base import Solver
 from ..solvers.problem import EquilibriumOperator, describe_capability
 from ..solvers.registry import available, get_solver, solver_class
 from ..solvers.stats import SolverStats
-from ..validation import check_gamma
+from ..validation import check_gamma, check_start
 
 
 class ExplicitWeights(NamedTuple):
@@ -265,42 +265,32 @@ class EquilibriumModel(nn.Module):
 
         return cast(x), cast(z0)
 
-    def _equilibrium(self, x: torch.Tensor, z0: torch.Tensor | None, parts: ForwardParts) -> torch.Tensor:
+    def _equilibrium(
+        self, x: torch.Tensor, z0: torch.Tensor | None, parts: ForwardParts, warm_start: WarmStart | None = None
+    ) -> torch.Tensor:
         self.check_input(x)
         injection = parts.injection(x)
         if z0 is not None:
-            self._check_warm_start(z0, injection)
+            check_start(z0, injection, "warm start z0")
         solver = self.solver
 
         def record(backward: SolverStats) -> None:
             self.solver_stats["backward"] = backward
 
-        graph = EquilibriumGraph(parts.apply_W, injection, self.activation, parts.operator)
+        graph = EquilibriumGraph(parts.apply_W, injection, self.activation, parts.operator, warm_start)
         z, stats = self.gradient.equilibrium(solver, graph, z0, record)
         self.solver_stats = {"forward": stats}
         solver.report(stats, "forward", gradient=z.requires_grad)
+        if warm_start is not None:
+            warm_start.z = z.detach()
         return z
 
-    def _check_warm_start(self, z0: torch.Tensor, injection: torch.Tensor) -> None:
-        if not isinstance(z0, torch.Tensor) or not z0.is_floating_point():
-            got = f"a {z0.dtype} tensor" if isinstance(z0, torch.Tensor) else type(z0).__name__
-            raise ShapeError(f"warm start z0 must be a floating-point torch.Tensor, got {got}")
-        if z0.shape != injection.shape:
-            raise ShapeError(f"warm start z0 must be shaped {tuple(injection.shape)}, got {tuple(z0.shape)}")
-        if z0.dtype != injection.dtype:
-            raise ShapeError(
-                f"warm start z0 must have the model's dtype {injection.dtype}, got {z0.dtype}: "
-                f"use z0.to({injection.dtype})"
-            )
-        finite = torch.isfinite(z0)
-        if not bool(finite.all()):
-            raise NonFiniteInputError(
-                f"warm start z0 has {int((~finite).sum())} NaN or infinite entries of {z0.numel()}; "
-                "pass a finite z0, or None to start from zeros"
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, warm_start: WarmStart | None = None) -> torch.Tensor:
         """Outputs (logits) ``y = W_o z* + b_y``, ``(batch, out_features)``, in the parameters' dtype.
+
+        ``warm_start`` (a :class:`~lben_ode.gradients.WarmStart`) gives the starts of the forward
+        and adjoint solves (validated like ``z0`` of :meth:`equilibrium`) and receives their
+        solutions, ``(batch, *state_shape)`` each; the solves still run to the solver's tolerance.
 
         Mixed precision: under ``torch.autocast`` (Lightning's ``16-mixed`` and ``bf16-mixed``) the
         whole equilibrium network — building W, its factorisations, the solve and the output layer —
@@ -309,9 +299,12 @@ class EquilibriumModel(nn.Module):
         ``bf16-true``, ``model.half()``) are refused with a :class:`ConfigurationError`.
         """
         with _autocast_disabled(x) as autocast:
-            x, _ = self._cast_under_autocast(autocast, x)
+            if warm_start is None:
+                x, z0 = self._cast_under_autocast(autocast, x)
+            else:
+                x, z0 = self._cast_under_autocast(autocast, x, warm_start.z0)
             parts = self.forward_parts()
-            return parts.output(self._equilibrium(x, None, parts))
+            return parts.output(self._equilibrium(x, z0, parts, warm_start))
 
 
 @contextmanager
