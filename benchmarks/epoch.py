@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for epoch, r in enumerate(results[variant], start=1):
             print(
                 f"  epoch {epoch} {variant:15s} {r['seconds']:7.1f} s  forward it/batch "
-                f"{r['forward_iterations_per_batch']:5.1f}  backward it/batch {r['backward_iterations_per_batch']:5.1f}",
+                f"{r['forward_iterations_per_batch']:5.1f}  backward it/batch "
+                f"{r['backward_iterations_per_batch']:5.1f}",
                 flush=True,
             )
     errors = {variant: test_error(*models[variant]) for variant in args.variants}

@@ -162,6 +162,8 @@ class LinearSlopes(Activation):
 
     def __init__(self, slopes: torch.Tensor) -> None:
         self.slopes = slopes
+        # prox is called once per solver iteration with the same α: its factor is kept.
+        self._prox_factor: tuple[float, torch.Tensor] | None = None
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         return self.slopes * v
@@ -170,9 +172,11 @@ class LinearSlopes(Activation):
         return self.slopes.expand_as(v)
 
     def prox(self, a: torch.Tensor, alpha: float) -> torch.Tensor:
-        d = self.slopes
-        # z + α(z/d − z) = a  ⇒  z = a d / (d + α(1 − d)); d = 0 gives z = 0.
-        return a * d / (d + alpha * (1 - d))
+        if self._prox_factor is None or self._prox_factor[0] != alpha:
+            d = self.slopes
+            # z + α(z/d − z) = a  ⇒  z = a d / (d + α(1 − d)); d = 0 gives z = 0.
+            self._prox_factor = (alpha, d / (d + alpha * (1 - d)))
+        return a * self._prox_factor[1]
 
 
 _ACTIVATIONS: dict[str, type[Activation]] = {

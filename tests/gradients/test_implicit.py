@@ -42,8 +42,9 @@ def test_an_adjoint_start_at_the_solution_converges_at_the_first_check():
     grad = torch.randn_like(z)
     solver = model.solver
     w_cold, cold = adjoint_solve(grad, slopes, parts.operator, solver)
-    w_warm, warm = adjoint_solve(grad, slopes, parts.operator, solver, u0=slopes * w_cold)
     reference = direct_adjoint(model, slopes, grad)
+    # Started at the exact solution (a solve stopped just under tol may drift back over it).
+    w_warm, warm = adjoint_solve(grad, slopes, parts.operator, solver, u0=slopes * reference)
     assert cold.all_converged and warm.all_converged and warm.residual.max() <= TOL
     assert int(cold.iterations.min()) > solver.options["check_every"]
     assert torch.equal(warm.iterations, torch.full_like(warm.iterations, solver.options["check_every"]))
@@ -83,11 +84,15 @@ def test_kept_solutions_restart_both_solves_and_give_the_same_gradient():
     model, x = model_and_input()
     every = model.solver.options["check_every"]
     cold = WarmStart()
+    # Kept solutions from solves tighter than tol: a solve stopped just under tol may drift back
+    # over it in the next few steps, and this test is about the restart, not that drift.
+    model.set_solver("fb", tol=TOL * 1e-3, max_iter=5000)
     reference = gradients(model, x, 1.0, cold)
     first = {k: s.iterations.clone() for k, s in model.solver_stats.items()}
     assert cold.z is not None and cold.adjoint is not None
     with torch.no_grad():
         torch.testing.assert_close(cold.z, model.equilibrium(x), rtol=0, atol=0)
+    model.set_solver("fb", tol=TOL, max_iter=5000)
     assert int(first["forward"].min()) > every and int(first["backward"].min()) > every
     # Three times the loss: the adjoint solution is kept per unit of incoming gradient, so the
     # rescaled start is still the solution, and the gradient is three times the first.
