@@ -39,6 +39,7 @@ from lben_ode.errors import LBENError
 #: Option variants per solver name; a solver not listed runs once with its defaults.
 VARIANTS: dict[str, list[dict[str, Any]]] = {
     "ode": [
+        {},
         {"method": "dopri5"},
         {"method": "bosh3"},
         {"method": "adaptive_heun"},
@@ -262,7 +263,7 @@ QUICK = {
     "conv_channels": 8,
     "conv_batch": 16,
 }
-QUICK_ODE_METHODS = ("dopri5", "rk4")
+QUICK_ODE_METHODS = ("auto", "dopri5", "rk4")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.quick:
         for name, value in QUICK.items():
             setattr(args, name, value)
-        variants = {**VARIANTS, "ode": [v for v in VARIANTS["ode"] if v["method"] in QUICK_ODE_METHODS]}
+        variants = {**VARIANTS, "ode": [v for v in VARIANTS["ode"] if v.get("method", "auto") in QUICK_ODE_METHODS]}
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

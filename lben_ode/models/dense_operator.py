@@ -140,6 +140,17 @@ class DenseOperator:
             return lambda v: v @ inverse
         return lambda v: v @ inverse.T
 
+    def reflected_resolvent(self, alpha: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """v ↦ (2(I + α(I − W))⁻¹ − I) v (or with the transpose), one product with a matrix cached per α."""
+        key = ("reflected", float(alpha))
+        if key not in self._shared:
+            inverse = self._inverse(alpha)
+            self._shared[key] = 2 * inverse - torch.eye(inverse.shape[0], dtype=inverse.dtype, device=inverse.device)
+        reflected = self._shared[key]
+        if self.transposed:
+            return lambda v: v @ reflected
+        return lambda v: v @ reflected.T
+
     def _inverse(self, alpha: float) -> torch.Tensor:
         key = ("inverse", float(alpha))
         if key not in self._shared:

@@ -43,8 +43,18 @@ def peaceman_rachford_step(operator: EquilibriumOperator) -> float:
     return min(UNIT_STEP, 1.0 / math.sqrt(mu * L))
 
 
-#: (z, ũ = u − α b, the resolvent, α, α b)
+#: (z, w = u½ + α b, the reflected resolvent C, α, α b)
 _State = tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor], float, torch.Tensor]
+
+
+def reflected_resolvent(operator: object, alpha: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``v ↦ (2(I + α(I − W))⁻¹ − I) v``: the operator's ``reflected_resolvent(α)`` (one product)
+    where it has one, else ``2R v − v`` from its resolvent."""
+    reflected = getattr(operator, "reflected_resolvent", None)
+    if reflected is not None:
+        return reflected(alpha)
+    resolvent = operator.resolvent(alpha)
+    return lambda v: torch.lerp(v, resolvent(v), 2.0)
 
 
 @register
@@ -56,12 +66,13 @@ class PeacemanRachford(IterativeSolver):
     The resolvent ``(I + α(I − W))⁻¹`` comes from the model, which factors it once per parameter
     update, so PR needs a model with an efficient inverse (the dense ones).
 
-    One iteration is one matrix product and four elementwise operations. The state keeps
-    ``ũ = u − α b`` in place of u, so that ``u½ + α b = 2z − ũ`` and ``ũ⁺ = 2z½ − (2z − ũ)``: both
-    reflections ``2a − c`` are single ``lerp`` calls and ``α b`` is added once per step, before the
-    prox (``z⁺ = prox(ũ⁺ + α b)``). Applying R to ``α b`` separately instead (``R u½ + R(αb)``)
-    would save that addition but cancel large terms after the product and lose float32 accuracy
-    where ``‖z*‖ ≪ ‖b‖``.
+    One iteration is one matrix product and three elementwise operations. With ``C = 2R − I`` (the
+    reflected resolvent, R = (I + α(I − W))⁻¹) and ``w = u½ + α b``, the updates are
+    ``u⁺ = C w + α b``, ``z⁺ = prox(u⁺)`` and ``w⁺ = 2z⁺ − (u⁺ − α b)``: the state keeps w and
+    ``v = C w``, so a step is ``v = C w`` (one product; models with ``reflected_resolvent(α)``
+    give C as one matrix, others ``2R w − w``), ``z = prox(v + α b)`` and ``w = 2z − v`` (one
+    ``lerp``). α b is added after the product, elementwise: applying R to it separately would cancel
+    large products and lose float32 accuracy where ``‖z*‖ ≪ ‖b‖``.
     """
 
     name = "pr"
@@ -84,13 +95,14 @@ class PeacemanRachford(IterativeSolver):
     def init_state(self, problem: FixedPointProblem, z0: torch.Tensor) -> _State:
         alpha = self.step_size(problem)
         shift = alpha * problem.injection
-        return z0, z0 - shift, problem.operator.resolvent(alpha), alpha, shift
+        # u₀ = z₀, so w₀ = 2z₀ − u₀ + α b = z₀ + α b.
+        return z0, z0 + shift, reflected_resolvent(problem.operator, alpha), alpha, shift
 
     def step(self, problem: FixedPointProblem, state: _State) -> _State:
-        z, shifted_u, resolvent, alpha, shift = state
-        reflected = torch.lerp(shifted_u, z, 2.0)  # 2z − ũ = u½ + α b
-        shifted_u = torch.lerp(reflected, resolvent(reflected), 2.0)  # 2z½ − (u½ + α b) = u⁺ − α b
-        return problem.activation.prox(shifted_u + shift, alpha), shifted_u, resolvent, alpha, shift
+        z, w, reflect, alpha, shift = state
+        v = reflect(w)  # C w = u⁺ − α b
+        z = problem.activation.prox(v + shift, alpha)
+        return z, torch.lerp(v, z, 2.0), reflect, alpha, shift  # w⁺ = 2z⁺ − v
 
     def current(self, state: _State) -> torch.Tensor:
         return state[0]
