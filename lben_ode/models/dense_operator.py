@@ -64,9 +64,7 @@ class DenseOperator:
         if "mu_L" not in self._shared:
             if self.metric is None:
                 raise RuntimeError("monotonicity constants need the model's metric Λ")
-            W = self.W.double()
-            s = self.metric.double().sqrt()
-            M = (torch.eye(W.shape[0], dtype=W.dtype, device=W.device) - W) * s[:, None] / s[None, :]
+            M = self._metric_matrix(torch.float64)
             mu = torch.linalg.eigvalsh((M + M.T) / 2)[0]
             # ‖M‖₂ = √λ_max(MᵀM): a symmetric eigenvalue problem is about half the cost of the SVD.
             L = torch.linalg.eigvalsh(M.T @ M)[-1].clamp_min(0).sqrt()
@@ -99,10 +97,8 @@ class DenseOperator:
 
     def _best_contraction(self) -> tuple[float, float]:
         mu, L = self.monotonicity()
-        W = self.W.double()
-        s = self.metric.double().sqrt()
-        eye = torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
-        M = (eye - W) * s[:, None] / s[None, :]
+        M = self._metric_matrix(torch.float64)
+        eye = torch.eye(M.shape[0], dtype=M.dtype, device=M.device)
         sym, gram = (M + M.T) / 2, M.T @ M
 
         def rho(alpha: float) -> float:
@@ -190,12 +186,8 @@ class DenseOperator:
     def _numerical_range_box(self, iterations: int = 30) -> tuple[float, float, float]:
         n = self.W.shape[0]
         exact = n <= EXACT_CONSTANTS_MAX_WIDTH
-        W = self.W.double() if exact else self.W
-        eye = torch.eye(n, dtype=W.dtype, device=W.device)
-        M = eye - W
-        if self.metric is not None:
-            s = self.metric.to(W.dtype).sqrt()
-            M = M * s[:, None] / s[None, :]
+        M = self._metric_matrix(torch.float64 if exact else self.W.dtype)
+        eye = torch.eye(n, dtype=M.dtype, device=M.device)
         sym, skew = (M + M.T) / 2, (M - M.T) / 2
         if exact:
             eig = torch.linalg.eigvalsh(sym)
@@ -210,30 +202,27 @@ class DenseOperator:
     def _estimate_monotonicity(self, iterations: int = 30) -> tuple[float, float]:
         if self.metric is None:
             return 0.0, 0.0
-        s = self.metric.sqrt()
-        eye = torch.eye(self.W.shape[0], dtype=self.W.dtype, device=self.W.device)
-        M = (eye - self.W) * s[:, None] / s[None, :]
-        sym = (M + M.T) / 2
-        # A fixed, generic start (no global RNG state is touched): components of every size.
-        start = torch.linspace(1.0, 2.0, M.shape[0], dtype=M.dtype, device=M.device).cos()
-        v = start / start.norm()
-        for _ in range(iterations):
-            v = M.T @ (M @ v)
-            v = v / v.norm()
-        L = (M @ v).norm()
-        shifted = L * eye - sym
-        v = start / start.norm()
-        for _ in range(iterations):
-            v = shifted @ v
-            v = v / v.norm()
-        mu = L - v @ (shifted @ v)
+        M = self._metric_matrix(self.W.dtype)
+        eye = torch.eye(M.shape[0], dtype=M.dtype, device=M.device)
+        L = _power_norm(M, iterations)
+        # L·I − sym ⪰ 0 (λ_max(sym) ≤ ‖M‖), so its norm is L − μ; a low estimate of it makes μ high.
+        mu = L - _power_norm(L * eye - (M + M.T) / 2, iterations)
         mu, L = torch.stack([mu, L]).tolist()  # one host read per parameter update
         return mu, L
 
+    def _metric_matrix(self, dtype: torch.dtype) -> torch.Tensor:
+        """``M = Λ^{½}(I − W)Λ^{-½}`` in ``dtype`` (``I − W`` without a metric), shape ``(n, n)``."""
+        W = self.W.to(dtype)
+        M = torch.eye(W.shape[0], dtype=dtype, device=W.device) - W
+        if self.metric is None:
+            return M
+        s = self.metric.to(dtype).sqrt()
+        return M * s[:, None] / s[None, :]
+
 
 def _power_norm(A: torch.Tensor, iterations: int) -> torch.Tensor:
-    """‖A‖₂ of a symmetric or skew-symmetric matrix (0-dim tensor) by power iteration on AᵀA from
-    a fixed generic start (no random state is touched); a lower estimate that converges from below."""
+    """‖A‖₂ (0-dim tensor) by power iteration on AᵀA from a fixed generic start (no random state is
+    touched): an estimate from below that converges to ‖A‖₂."""
     start = torch.linspace(1.0, 2.0, A.shape[0], dtype=A.dtype, device=A.device).cos()
     v = start / start.norm()
     for _ in range(iterations):

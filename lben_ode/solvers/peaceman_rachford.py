@@ -28,8 +28,8 @@ def peaceman_rachford_step(operator: EquilibriumOperator) -> float:
     LBENs are close to that case (the spectrum of ``I − W`` spreads along the real axis). When the
     skew part of M dominates (untrained random models: |Im λ| ≫ Re λ) the linear analysis overstates
     the best α, and the measured best is near 1, where the cap holds the step. Measured on width-80
-    MNIST models (``benchmarks/solvers.py --trained``): 10–11 iterations to 1e-4 after 1–5 epochs of
-    training where α = 1 takes 11–21, and never more than α = 1 on the benchmark's random models.
+    LBENs after 1–5 epochs of MNIST training (``configs/mnist.yaml`` settings): median 10–11
+    iterations to 1e-4 where α = 1 takes 11–21, and α = 1 itself on the benchmark's random models.
 
     Operators may cache the constants (``peaceman_rachford_constants``); any α > 0 converges, so
     estimates of μ and L serve as well as exact ones here.

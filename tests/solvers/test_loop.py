@@ -22,9 +22,9 @@ def _check(steps: int, worst: float) -> Check:
 def test_next_interval_predicts_the_crossing_of_tol():
     # The worst residual fell by 10× over 5 steps: from 1e-3 it needs log(1e-3/1e-5)/log(10)·5 = 10
     # more steps, more than check_every, so the interval stays 5; from 1e-4 it needs 5·1 = 5; from
-    # 3e-5, ⌈5·log10(3)⌉ = 3.
+    # 3e-5, ⌈5·log10(3)⌉ = 3; with check_every 8, from 1e-4 it is 5.
     assert next_interval(_check(5, 1e-2), _check(10, 1e-3), 1e-5, 5) == 5
-    assert next_interval(_check(5, 1e-3), _check(10, 1e-4), 1e-5, 5) == 5
+    assert next_interval(_check(5, 1e-3), _check(10, 1e-4), 1e-5, 8) == 5
     assert next_interval(_check(5, 3e-4), _check(10, 3e-5), 1e-5, 5) == math.ceil(5 * math.log10(3))
     # No prediction without a decay: the full interval.
     assert next_interval(None, _check(5, 1e-3), 1e-5, 5) == 5
