@@ -60,6 +60,14 @@ class Activation(ABC):
             v = torch.where(inside, newton, 0.5 * (lo + hi))
         return self(v)
 
+    def reflected_prox(
+        self, a: torch.Tensor, alpha: float, shift: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``2 prox_{αf}(a) − a + shift``: the reflected proximal operator, shifted (one
+        Peaceman-Rachford half-step). ``out``, a tensor of a's shape that is no longer needed, may
+        receive the result (saving an allocation); subclasses with a closed form fuse the operations."""
+        return torch.lerp(a, self.prox(a, alpha), 2.0).add_(shift)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -78,6 +86,12 @@ class ReLU(Activation):
 
     def prox(self, a: torch.Tensor, alpha: float) -> torch.Tensor:
         return torch.relu(a)
+
+    def reflected_prox(
+        self, a: torch.Tensor, alpha: float, shift: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # 2 max(a, 0) − a = |a|.
+        return torch.abs(a, out=out).add_(shift)
 
 
 class LeakyReLU(Activation):
@@ -107,6 +121,14 @@ class LeakyReLU(Activation):
             return torch.relu(a)
         # On z < 0: z + α(z/s − z) = a.
         return torch.where(a >= 0, a, a / (1 + alpha * (1 / s - 1)))
+
+    def reflected_prox(
+        self, a: torch.Tensor, alpha: float, shift: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # prox is a on a ≥ 0 and c·a below, so 2 prox(a) − a is a leaky relu of slope 2c − 1 ∈ [−1, 1].
+        s = self.negative_slope
+        c = 0.0 if s == 0.0 else 1 / (1 + alpha * (1 / s - 1))
+        return F.leaky_relu(a, 2 * c - 1).add_(shift)
 
     def __repr__(self) -> str:
         return f"LeakyReLU(negative_slope={self.negative_slope})"
@@ -162,8 +184,8 @@ class LinearSlopes(Activation):
 
     def __init__(self, slopes: torch.Tensor) -> None:
         self.slopes = slopes
-        # prox is called once per solver iteration with the same α: its factor is kept.
-        self._prox_factor: tuple[float, torch.Tensor] | None = None
+        # prox is called once per solver iteration with the same α: its factors are kept.
+        self._factor_cache: tuple[float, torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         return self.slopes * v
@@ -172,11 +194,21 @@ class LinearSlopes(Activation):
         return self.slopes.expand_as(v)
 
     def prox(self, a: torch.Tensor, alpha: float) -> torch.Tensor:
-        if self._prox_factor is None or self._prox_factor[0] != alpha:
+        return a * self._factors(alpha)[0]
+
+    def reflected_prox(
+        self, a: torch.Tensor, alpha: float, shift: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return torch.addcmul(shift, a, self._factors(alpha)[1], out=out)
+
+    def _factors(self, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prox factor ``d / (d + α(1 − d))`` and its reflection ``2·factor − 1`` for α."""
+        if self._factor_cache is None or self._factor_cache[0] != alpha:
             d = self.slopes
             # z + α(z/d − z) = a  ⇒  z = a d / (d + α(1 − d)); d = 0 gives z = 0.
-            self._prox_factor = (alpha, d / (d + alpha * (1 - d)))
-        return a * self._prox_factor[1]
+            factor = d / (d + alpha * (1 - d))
+            self._factor_cache = (alpha, factor, 2 * factor - 1)
+        return self._factor_cache[1], self._factor_cache[2]
 
 
 _ACTIVATIONS: dict[str, type[Activation]] = {

@@ -129,6 +129,28 @@ def test_linear_slopes_prox(alpha):
     torch.testing.assert_close(act.derivative(a), d.expand_as(a))
 
 
+@pytest.mark.parametrize("alpha", [0.05, 0.5, 1.0, 3.0])
+@pytest.mark.parametrize(
+    "act",
+    [*(get_activation(n, **k) for n, k in CASES), LeakyReLU(0.0), LeakyReLU(1.0), LinearSlopes(torch.rand(7, 9))],
+    ids=[*IDS, "leaky_relu_0", "leaky_relu_1", "linear_slopes"],
+)
+def test_reflected_prox_is_twice_the_prox_minus_the_input_plus_the_shift(act, alpha):
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(7, 9, generator=g, dtype=torch.float64) * 4
+    shift = torch.randn(7, 9, generator=g, dtype=torch.float64)
+    if isinstance(act, LinearSlopes):
+        act.slopes = act.slopes.double()
+    # The prox by bisection on its defining equation, independent of every closed form.
+    expected = 2 * prox_reference(act, a, alpha) - a + shift
+    torch.testing.assert_close(act.reflected_prox(a, alpha, shift), expected, rtol=1e-10, atol=1e-10)
+    # Written into `out` where the activation uses it, and equal either way; a and shift are kept.
+    kept = a.clone(), shift.clone()
+    out = torch.empty_like(a)
+    torch.testing.assert_close(act.reflected_prox(a, alpha, shift, out=out), expected, rtol=1e-10, atol=1e-10)
+    assert torch.equal(a, kept[0]) and torch.equal(shift, kept[1])
+
+
 def test_repr_names_the_activation():
     assert repr(get_activation("leaky_relu", negative_slope=0.2)) == "LeakyReLU(negative_slope=0.2)"
     assert repr(get_activation("tanh")) == "Tanh()"

@@ -136,16 +136,16 @@ class DenseOperator:
             return lambda v: v @ inverse
         return lambda v: v @ inverse.T
 
-    def reflected_resolvent(self, alpha: float) -> Callable[[torch.Tensor], torch.Tensor]:
-        """v ↦ (2(I + α(I − W))⁻¹ − I) v (or with the transpose), one product with a matrix cached per α."""
+    def reflected_resolvent_affine(self, alpha: float) -> Callable[..., torch.Tensor]:
+        """(w, c, out=None) ↦ (2(I + α(I − W))⁻¹ − I) w + c (or with the transpose) for rows w, c:
+        one fused product (``addmm``, into ``out`` when given) with a matrix cached per α."""
         key = ("reflected", float(alpha))
         if key not in self._shared:
             inverse = self._inverse(alpha)
             self._shared[key] = 2 * inverse - torch.eye(inverse.shape[0], dtype=inverse.dtype, device=inverse.device)
         reflected = self._shared[key]
-        if self.transposed:
-            return lambda v: v @ reflected
-        return lambda v: v @ reflected.T
+        factor = reflected if self.transposed else reflected.T
+        return lambda w, c, out=None: torch.addmm(c, w, factor, out=out)
 
     def _inverse(self, alpha: float) -> torch.Tensor:
         key = ("inverse", float(alpha))

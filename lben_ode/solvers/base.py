@@ -104,7 +104,7 @@ class IterativeSolver(Solver):
     """A solver run by the shared loop (:func:`~lben_ode.solvers.loop.run`): it gives the state and one step.
 
     Subclasses implement :meth:`init_state`, :meth:`step` and :meth:`current`; the other methods are
-    hooks with defaults that most solvers keep. The loop checks convergence every ``check_every``
+    hooks with defaults that most solvers keep. The loop checks convergence at most every ``check_every``
     steps only, so the device is not synchronised with the host at every step. A sample has
     converged when its relative residual is finite and at most ``tol``; NaN or infinity never counts.
     """
@@ -128,7 +128,7 @@ class IterativeSolver(Solver):
 
     # -- hooks with defaults ----------------------------------------------------------------------
     def check_interval(self) -> int:
-        """Steps between convergence checks: the ``check_every`` option."""
+        """Most steps between convergence checks: the ``check_every`` option."""
         return self.options["check_every"]
 
     def step_budget(self, problem: FixedPointProblem) -> int | None:

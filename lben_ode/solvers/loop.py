@@ -3,10 +3,11 @@
 A solver gives the loop its state and one step (``init_state``, ``step``, ``current``) and may
 answer a few questions (the hooks of :class:`LoopSolver`); the loop owns everything the library
 promises about a solve: the timer (device synchronised at both ends), the step budget, a
-convergence check every ``check_every`` steps (sooner when the measured decay predicts the
-crossing of the tolerance, see :func:`next_interval`) with **one** host synchronisation, the per-sample
-first hit of the tolerance, the stop when every sample has converged or become non-finite, a
-result code saying why it stopped, and the statistics. Solvers never write their own loop.
+convergence check at most every ``check_every`` steps (the first two ⌈check_every/2⌉ apart, later
+ones at the crossing of the tolerance that the measured decay predicts, see :func:`next_interval`)
+with **one** host synchronisation, the per-sample first hit of the tolerance, the stop when every
+sample has converged or become non-finite, a result code saying why it stopped, and the statistics.
+Solvers never write their own loop.
 """
 
 from __future__ import annotations
@@ -129,11 +130,12 @@ class LoopSolver(Protocol):
 def run(solver: LoopSolver, problem: FixedPointProblem, z0: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
     """Solve ``problem`` with ``solver`` from ``z0`` (zeros when None).
 
-    The loop steps, and every ``solver.check_interval()`` steps (and when the step budget runs out)
-    checks convergence: the solver may then revise the state and the check (``review``) or give a
-    reason to stop (``terminate``). It stops when every sample has converged or become non-finite,
-    when the budget is spent, or for the solver's reason. Nothing synchronises with the host between
-    checks.
+    The loop steps, and checks convergence after ``⌈every/2⌉`` and ``2⌈every/2⌉`` steps, then at
+    most every ``every = solver.check_interval()`` steps (sooner where :func:`next_interval`
+    predicts the crossing of tol) and when the step budget runs out: the solver may then revise the
+    state and the check (``review``) or give a reason to stop (``terminate``). It stops when every
+    sample has converged or become non-finite, when the budget is spent, or for the solver's reason.
+    Nothing synchronises with the host between checks.
 
     Returns:
         The final state, ``(batch, *state_shape)``, and its statistics (``solver.stats_type``), whose
@@ -151,7 +153,10 @@ def run(solver: LoopSolver, problem: FixedPointProblem, z0: torch.Tensor | None 
         first: Check | None = None
         stop: tuple[Result, str] | None = None
         steps = checks = 0
-        next_check = every
+        # The first two checks come early (short solves are common), so that the decay rate is
+        # known when the later, longer intervals are chosen.
+        early = math.ceil(every / 2)
+        next_check = early
         if solver.check_at_start:
             check = first = measure(problem, solver.current(state), tol, None, 0, solver.progress(state, 0))
             checks = 1
@@ -165,7 +170,7 @@ def run(solver: LoopSolver, problem: FixedPointProblem, z0: torch.Tensor | None 
                 continue
             after = measure(problem, solver.current(state), tol, check, steps, solver.progress(state, steps))
             checks += 1
-            next_check = steps + next_interval(check, after, tol, every)
+            next_check = steps + (early if check is None else next_interval(check, after, tol, every))
             state, check = solver.review(problem, state, check, after)
             first = check if first is None else first
             stop = solver.terminate(state, check)

@@ -19,7 +19,7 @@ import torch
 from ..activations import Activation, LinearSlopes
 from .base import IterativeSolver
 from .forward_backward import FALLBACK_BUDGET, SafeStep, safe_step
-from .options import Option, one_of, positive_float, positive_int
+from .options import COMMON_OPTIONS, Option, one_of, positive_float, positive_int
 from .peaceman_rachford import PeacemanRachford
 from .problem import DENSE_MATRIX, FixedPointProblem
 from .registry import register
@@ -34,7 +34,7 @@ SOLVE_CHUNK_ENTRIES = 2**25
 LINEAR_BUDGET = 10
 
 #: The Peaceman-Rachford defaults used for the forward solve when ``forward="pr"``.
-PR_CHECK_EVERY, PR_MAX_ITER = 5, 300
+PR_CHECK_EVERY, PR_MAX_ITER = COMMON_OPTIONS["check_every"].default, 300
 
 
 def _optional(check: Any) -> Any:

@@ -51,7 +51,11 @@ COMMON_OPTIONS: dict[str, Option] = {
     ),
     "max_iter": Option(300, positive_int, "an int ≥ 1", "iteration budget of one solve"),
     "check_every": Option(
-        5, positive_int, "an int ≥ 1", "iterations between convergence checks (each is a host sync)"
+        10,
+        positive_int,
+        "an int ≥ 1",
+        "most iterations between convergence checks (each is a host sync); the first two checks "
+        "come ⌈check_every/2⌉ apart, later ones at the predicted crossing of tol",
     ),
     "on_nonconvergence": Option(
         "warn",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
+from ..activations import Activation
 from .base import IterativeSolver
 from .options import Option, positive_float
 from .problem import RESOLVENT, EquilibriumOperator, FixedPointProblem
@@ -43,18 +44,29 @@ def peaceman_rachford_step(operator: EquilibriumOperator) -> float:
     return min(UNIT_STEP, 1.0 / math.sqrt(mu * L))
 
 
-#: (z, w = u½ + α b, the reflected resolvent C, α, α b)
-_State = tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor], float, torch.Tensor]
+class _State(NamedTuple):
+    """PR's state: ``u`` (z = prox(u)) and ``w = u½ + α b``, with what every step reuses."""
+
+    z: torch.Tensor | None  # the start z₀ until the first step (prox(u₀) need not equal it)
+    u: torch.Tensor
+    w: torch.Tensor
+    reflect: Callable[..., torch.Tensor]
+    alpha: float
+    shift: torch.Tensor
+    activation: Activation
 
 
-def reflected_resolvent(operator: object, alpha: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``v ↦ (2(I + α(I − W))⁻¹ − I) v``: the operator's ``reflected_resolvent(α)`` (one product)
-    where it has one, else ``2R v − v`` from its resolvent."""
-    reflected = getattr(operator, "reflected_resolvent", None)
+def reflected_resolvent_affine(
+    operator: object, alpha: float
+) -> Callable[..., torch.Tensor]:
+    """``(w, c) ↦ (2(I + α(I − W))⁻¹ − I) w + c``: the operator's ``reflected_resolvent_affine(α)``
+    (one fused product) where it has one, else ``2R w − w + c`` from its resolvent. Called as
+    ``f(w, c, out=None)``; ``out`` (w's shape, no longer needed) may receive the result."""
+    reflected = getattr(operator, "reflected_resolvent_affine", None)
     if reflected is not None:
         return reflected(alpha)
     resolvent = operator.resolvent(alpha)
-    return lambda v: torch.lerp(v, resolvent(v), 2.0)
+    return lambda w, c, out=None: torch.lerp(w, resolvent(w), 2.0).add_(c)
 
 
 @register
@@ -66,13 +78,14 @@ class PeacemanRachford(IterativeSolver):
     The resolvent ``(I + α(I − W))⁻¹`` comes from the model, which factors it once per parameter
     update, so PR needs a model with an efficient inverse (the dense ones).
 
-    One iteration is one matrix product and three elementwise operations. With ``C = 2R − I`` (the
-    reflected resolvent, R = (I + α(I − W))⁻¹) and ``w = u½ + α b``, the updates are
-    ``u⁺ = C w + α b``, ``z⁺ = prox(u⁺)`` and ``w⁺ = 2z⁺ − (u⁺ − α b)``: the state keeps w and
-    ``v = C w``, so a step is ``v = C w`` (one product; models with ``reflected_resolvent(α)``
-    give C as one matrix, others ``2R w − w``), ``z = prox(v + α b)`` and ``w = 2z − v`` (one
-    ``lerp``). α b is added after the product, elementwise: applying R to it separately would cancel
-    large products and lose float32 accuracy where ``‖z*‖ ≪ ‖b‖``.
+    One iteration is one fused matrix product and one or two elementwise operations. With
+    ``C = 2R − I`` (the reflected resolvent, R = (I + α(I − W))⁻¹) and ``w = u½ + α b``, the
+    updates are ``u⁺ = C w + α b`` and ``w⁺ = 2 prox(u⁺) − u⁺ + α b``: a step is one ``addmm``
+    (models with ``reflected_resolvent_affine(α)`` give C as one matrix, others ``2R w − w``) and
+    the activation's shifted reflected prox (ReLU: ``|u⁺| + α b``); z = prox(u) is formed only
+    when a check asks for it. α b is added after the product, elementwise: applying R to it
+    separately would cancel large products and lose float32 accuracy where ``‖z*‖ ≪ ‖b‖`` (w stays
+    small where σ is inactive, u½ + α b ≈ 0).
     """
 
     name = "pr"
@@ -96,17 +109,24 @@ class PeacemanRachford(IterativeSolver):
         alpha = self.step_size(problem)
         shift = alpha * problem.injection
         # u₀ = z₀, so w₀ = 2z₀ − u₀ + α b = z₀ + α b.
-        return z0, z0 + shift, reflected_resolvent(problem.operator, alpha), alpha, shift
+        reflect = reflected_resolvent_affine(problem.operator, alpha)
+        return _State(z0, z0, z0 + shift, reflect, alpha, shift, problem.activation)
 
     def step(self, problem: FixedPointProblem, state: _State) -> _State:
-        z, w, reflect, alpha, shift = state
-        v = reflect(w)  # C w = u⁺ − α b
-        z = problem.activation.prox(v + shift, alpha)
-        return z, torch.lerp(v, z, 2.0), reflect, alpha, shift  # w⁺ = 2z⁺ − v
+        # After the first step u and w are the solver's own, so the new ones overwrite them (at
+        # batch 1024 fresh allocations cost as much as the elementwise work); u₀ is the caller's z₀.
+        first = state.z is not None
+        u = state.reflect(state.w, state.shift, out=None if first else state.u)  # u⁺ = C w + α b
+        w = state.activation.reflected_prox(u, state.alpha, state.shift, out=state.w)  # 2 prox(u⁺) − u⁺ + α b
+        return _State(None, u, w, state.reflect, state.alpha, state.shift, state.activation)
 
     def current(self, state: _State) -> torch.Tensor:
-        return state[0]
+        if state.z is not None:
+            return state.z
+        z = state.activation.prox(state.u, state.alpha)
+        # The next step overwrites u: a prox that returns its input (an identity piece) must not alias it.
+        return z.clone() if z is state.u else z
 
     def extra_stats(self, state: _State, checks: int) -> dict[str, Any]:
         """``alpha``: the step size used."""
-        return {"alpha": state[3]}
+        return {"alpha": state.alpha}

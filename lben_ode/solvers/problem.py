@@ -100,8 +100,9 @@ class FixedPointProblem:
     def residuals(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample absolute ``‖z − σ(Wz + b)‖`` and relative ``‖z − σ(Wz + b)‖ / (‖z‖ + floor)``
         residuals, each ``(batch,)``; NaN stays NaN. The solve loop's checks use both."""
-        absolute = (z - self.fixed_point_map(z)).flatten(1).norm(dim=1)
-        return absolute, absolute / (z.flatten(1).norm(dim=1) + RESIDUAL_FLOOR)
+        dims = tuple(range(1, z.dim()))
+        absolute = torch.linalg.vector_norm(z - self.fixed_point_map(z), dim=dims)
+        return absolute, absolute / torch.linalg.vector_norm(z, dim=dims).add_(RESIDUAL_FLOOR)
 
     def relative_residual(self, z: torch.Tensor) -> torch.Tensor:
         """Per-sample ``‖z − σ(Wz + b)‖ / (‖z‖ + floor)``, shape ``(batch,)``; NaN stays NaN."""

@@ -174,25 +174,52 @@ def test_estimated_constants_of_wide_models_are_close_to_exact():
     assert mu * (1 - 1e-9) <= mu_est <= mu * 1.5
 
 
+class _ResolventOnly:
+    """A dense operator seen through W and its resolvent only (no fused reflected resolvent)."""
+
+    def __init__(self, operator) -> None:
+        self._operator = operator
+
+    def apply(self, z: torch.Tensor) -> torch.Tensor:
+        return self._operator.apply(z)
+
+    def transpose(self) -> _ResolventOnly:
+        return _ResolventOnly(self._operator.transpose())
+
+    def forward_backward_step(self) -> float:
+        return self._operator.forward_backward_step()
+
+    def resolvent(self, alpha: float):
+        return self._operator.resolvent(alpha)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "resolvent_only"])
+@pytest.mark.parametrize(("name", "kwargs"), [("relu", {}), ("leaky_relu", {"negative_slope": 0.2}), ("tanh", {})])
 @pytest.mark.parametrize("transposed", [False, True])
-def test_fused_iteration_matches_the_textbook_one(transposed):
-    # u½ = 2z − u; z½ = R(u½ + αb); u = 2z½ − u½; z = prox(u), written out in float64.
+def test_fused_iteration_matches_the_textbook_one(transposed, name, kwargs, fused):
+    # u½ = 2z − u; z½ = R(u½ + αb); u = 2z½ − u½; z = prox(u), written out in float64, from a start
+    # z₀ (u₀ = z₀) that the solver must leave as it was (its buffers are reused between steps).
     torch.manual_seed(7)
     model = LBEN(6, 2, 10, gamma=1.0).double()
     operator = model.forward_parts().operator
     operator = operator.transpose() if transposed else operator
+    operator = operator if fused else _ResolventOnly(operator)
     b = torch.randn(4, 10, dtype=torch.float64)
-    problem = FixedPointProblem(operator, b, get_activation("relu"))
-    z, stats = get_solver("pr", alpha=0.7, tol=1e-30, max_iter=7).solve(problem)
+    z0 = torch.randn(4, 10, dtype=torch.float64)
+    kept = z0.clone()
+    act = get_activation(name, **kwargs)
+    problem = FixedPointProblem(operator, b, act)
+    z, stats = get_solver("pr", alpha=0.7, tol=1e-30, max_iter=7).solve(problem, z0)
     assert stats.total_iterations == 7
+    assert torch.equal(z0, kept)
     W = model.explicit_weights().W.double()
     W = W.T if transposed else W
     eye = torch.eye(10, dtype=torch.float64)
     R = torch.linalg.inv(eye + 0.7 * (eye - W))
-    z_ref, u = torch.zeros_like(b), torch.zeros_like(b)
+    z_ref, u = z0.clone(), z0.clone()
     for _ in range(7):
         u_half = 2 * z_ref - u
         z_half = (u_half + 0.7 * b) @ R.T
         u = 2 * z_half - u_half
-        z_ref = u.clamp_min(0)
+        z_ref = act.prox(u, 0.7)
     torch.testing.assert_close(z, z_ref, rtol=1e-12, atol=1e-12)
