@@ -25,7 +25,7 @@ from .continuous.simulation import method_options
 from .continuous.stats import SimulationStats
 from .errors import ConfigurationError, IntegrationError, NonFiniteInputError, ShapeError
 from .solvers.ode_dynamics import CountingDynamics, StepBudgetExhausted
-from .validation import check_count
+from .validation import all_finite, check_count
 
 
 def _check_inputs(model: nn.Module, u: Any, t: Any) -> torch.Tensor:
@@ -35,7 +35,7 @@ def _check_inputs(model: nn.Module, u: Any, t: Any) -> torch.Tensor:
         raise ShapeError(f"{name} expects u shaped (batch, time, {model.input_size}), got {shape}")
     if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.shape[0] != u.shape[1]:
         raise ShapeError(f"{name} expects t shaped ({u.shape[1]},), one time per sample of u")
-    if not bool(torch.isfinite(u).all()):
+    if not all_finite(u):
         raise NonFiniteInputError(f"{name} input u contains NaN or infinity")
     times = t.detach().to(torch.float64)
     if u.shape[1] > 1 and not bool((times[1:] > times[:-1]).all()):

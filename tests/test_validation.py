@@ -9,6 +9,7 @@ import torch
 
 from lben_ode import ConfigurationError, LBENError, NonFiniteInputError, Normalization, ShapeError
 from lben_ode.validation import (
+    all_finite,
     check_betas,
     check_count,
     check_eps,
@@ -88,3 +89,17 @@ def test_normalization_raises_the_library_configuration_error(kwargs, match) -> 
 def test_normalization_with_mismatched_channels_is_a_shape_error() -> None:
     with pytest.raises(ShapeError, match=r"3 channels needs inputs shaped \(batch, 3, ...\)"):
         Normalization(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)).to_model(torch.zeros(2, 2, 4, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_all_finite_finds_one_non_finite_entry_anywhere(dtype, bad):
+    x = torch.randn(5, 7, 3, dtype=dtype)
+    assert all_finite(x) and all_finite(x[:0])
+    # Extremes at the edge of the range are finite.
+    x[0, 0, 0], x[4, 6, 2] = torch.finfo(dtype).max, torch.finfo(dtype).min
+    assert all_finite(x)
+    for index in [(0, 0, 0), (2, 3, 1), (4, 6, 2)]:
+        y = x.clone()
+        y[index] = bad
+        assert not all_finite(y) and not all_finite(y.transpose(0, 2))

@@ -13,7 +13,7 @@ from ..activations import Activation, get_activation
 from ..errors import ConfigurationError, NonFiniteInputError, ShapeError, StepSizeWarning, TimeGridError
 from ..models.base import register_gamma
 from ..models.dense import linear_init
-from ..validation import check_count
+from ..validation import all_finite, check_count
 from .certificate import ContractionCertificate
 from .integrator import IntegratorConfig, fixed_step_problem, largest_fixed_step, make_integrator_config
 from .interpolation import check_interpolation
@@ -229,7 +229,7 @@ class ContractingLBEN(nn.Module):
                 f"{name} has parameters of dtype {dtype} on {device}; u is {u.dtype} on {u.device} "
                 "(convert u, or the model with .to())"
             )
-        if not bool(torch.isfinite(u).all()):
+        if not all_finite(u):
             raise NonFiniteInputError(f"{name} input u contains NaN or infinity")
 
     def _check_times(self, t: Any, length: int, device: torch.device) -> torch.Tensor:
@@ -242,7 +242,7 @@ class ContractingLBEN(nn.Module):
         if t.device != device:
             raise TimeGridError(f"t is on {t.device} but the model is on {device}")
         times = t.detach().to(torch.float64)
-        if not bool(torch.isfinite(times).all()):
+        if not all_finite(times):
             raise NonFiniteInputError("t contains NaN or infinity")
         if length > 1:
             gaps = times[1:] - times[:-1]
@@ -267,7 +267,7 @@ class ContractingLBEN(nn.Module):
             raise ShapeError(f"z0 must be shaped ({batch}, {self.width}) or ({self.width},), got {tuple(z0.shape)}")
         if z0.dtype != dtype or z0.device != device:
             raise ShapeError(f"z0 is {z0.dtype} on {z0.device}; the model is {dtype} on {device}")
-        if not bool(torch.isfinite(z0).all()):
+        if not all_finite(z0):
             raise NonFiniteInputError("z0 contains NaN or infinity")
         return z0
 

@@ -19,7 +19,7 @@ from ..solvers.base import Solver
 from ..solvers.problem import EquilibriumOperator, describe_capability
 from ..solvers.registry import available, get_solver, solver_class
 from ..solvers.stats import SolverStats
-from ..validation import check_gamma, check_start
+from ..validation import all_finite, check_gamma, check_start
 
 
 class ExplicitWeights(NamedTuple):
@@ -225,7 +225,7 @@ class EquilibriumModel(nn.Module):
             )
         if x.shape[0] == 0:
             raise ShapeError(f"{type(self).__name__} got an empty batch")
-        if not bool(torch.isfinite(x).all()):
+        if not all_finite(x):
             raise NonFiniteInputError(f"{type(self).__name__} input contains NaN or infinity")
 
     # -- forward ----------------------------------------------------------------------------------
