@@ -231,6 +231,8 @@ class LBENClassifier(LightningModule):
         self._warned_no_normalization = False
         # Metrics updated in the current epoch, by logged name: (metric, shown in the progress bar).
         self._epoch_metrics: dict[str, tuple[Metric, bool]] = {}
+        # Solver metrics updated in the current epoch, by logged prefix (e.g. "train/forward").
+        self._epoch_solver_metrics: dict[str, SolverMetrics] = {}
         # Solver extras (host floats) of the current epoch, by logged name: [sum, count].
         self._epoch_extras: dict[str, list[float]] = {}
 
@@ -389,6 +391,13 @@ class LBENClassifier(LightningModule):
         for key in [k for k in self._epoch_metrics if k.startswith(f"{stage}/")]:
             metric, prog_bar = self._epoch_metrics.pop(key)
             self.log(key, metric, on_step=False, on_epoch=True, prog_bar=prog_bar)
+        for prefix in [k for k in self._epoch_solver_metrics if k.startswith(f"{stage}/")]:
+            metric = self._epoch_solver_metrics.pop(prefix)
+            # compute() reduces the states over every process, so each process logs the same values
+            # (sync_dist averages identical numbers; it only silences Lightning's DDP warning).
+            for name, value in metric.compute().items():
+                self.log(f"{prefix}/{name}", value, on_step=False, on_epoch=True, sync_dist=True)
+            metric.reset()
         for key in [k for k in self._epoch_extras if k.startswith(f"{stage}/")]:
             total, count = self._epoch_extras.pop(key)
             self.log(key, total / count, on_step=False, on_epoch=True, sync_dist=True)
@@ -397,7 +406,9 @@ class LBENClassifier(LightningModule):
         stats = self.model.solver_stats.get(direction)
         if stats is None:
             return
-        self._log_metrics(f"{stage}/{direction}", self.metrics[f"{stage}_{direction}"].update(stats))
+        metric = self.metrics[f"{stage}_{direction}"]
+        metric.update(stats)
+        self._epoch_solver_metrics[f"{stage}/{direction}"] = metric
         # Extras are host floats: summed here and logged once per epoch (a self.log per step costs
         # more than a small model's solve).
         for name, value in stats.extra.items():
