@@ -111,14 +111,16 @@ def check_eps(eps: Sequence[float] | float, name: str = "eps", allow_empty: bool
 
 # -- tensors --------------------------------------------------------------------------------------
 def all_finite(x: torch.Tensor) -> bool:
-    """Whether every entry of the floating-point tensor ``x`` is finite (True when it has none).
+    """Whether every entry of the tensor ``x`` is finite (True when it has none, or is an integer tensor).
 
     One pass over ``x`` and one host sync: ``torch.aminmax`` propagates NaN and an infinity is an
     extreme, so both extremes are finite exactly when every entry is. (``isfinite(x).all()`` makes
     a boolean copy of x first: about ten times slower on a (128, 784) batch on a CPU.)
     """
-    if x.numel() == 0:
-        return True
+    if x.numel() == 0 or not (x.is_floating_point() or x.is_complex()):
+        return True  # integers and booleans are always finite
+    if x.is_complex():
+        return all_finite(torch.view_as_real(x))
     return bool(torch.isfinite(torch.stack(torch.aminmax(x))).all())
 
 

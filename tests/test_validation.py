@@ -103,3 +103,11 @@ def test_all_finite_finds_one_non_finite_entry_anywhere(dtype, bad):
         y = x.clone()
         y[index] = bad
         assert not all_finite(y) and not all_finite(y.transpose(0, 2))
+
+
+def test_all_finite_of_integer_boolean_and_complex_tensors():
+    assert all_finite(torch.arange(6)) and all_finite(torch.tensor([True, False]))
+    z = torch.randn(4, dtype=torch.complex64)
+    assert all_finite(z)
+    z[2] = complex(0.0, float("inf"))
+    assert not all_finite(z)
