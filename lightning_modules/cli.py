@@ -67,6 +67,19 @@ DEFAULT_SEED = 0
 DEFAULT_TORCH_THREADS = 1
 
 
+def explicit_ckpt_path(args: Any) -> str | None:
+    """The last ``--ckpt_path`` value in a command line (a list of strings), or None when it has none."""
+    if not isinstance(args, (list, tuple)):
+        return None
+    value = None
+    for i, arg in enumerate(args):
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            value = str(args[i + 1])
+        elif isinstance(arg, str) and arg.startswith("--ckpt_path="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
 class LBENCLI(LightningCLI):
     """Lightning's CLI with the lben-ode defaults, CSV logs and a summary of where results went.
 
@@ -132,6 +145,15 @@ class LBENCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         self._checkpoint: tuple[str, dict[str, Any]] | None = None
+        given = explicit_ckpt_path(sys.argv[1:] if self._given_args is None else self._given_args)
+        if given is not None and given.lower() not in ("null", "none", "") and str(ckpt_path) != given:
+            # A --config after --ckpt_path wins, and a run's saved config.yaml holds ckpt_path: null:
+            # `test --ckpt_path X --config run/config.yaml` would evaluate untrained weights.
+            raise ConfigurationError(
+                f"--ckpt_path {given} was replaced by ckpt_path: {ckpt_path} from a --config given after it "
+                "(a run's saved config.yaml holds ckpt_path: null); give --config before --ckpt_path, or "
+                "remove ckpt_path from the file"
+            )
         if not ckpt_path or ckpt_path in _TRAINER_CKPT_NAMES or "://" in str(ckpt_path):
             return  # Lightning resolves these itself
         checkpoint = read_checkpoint(ckpt_path)

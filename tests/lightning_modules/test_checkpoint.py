@@ -124,3 +124,20 @@ def test_cli_refuses_weights_that_do_not_fit_the_configured_model(files, tmp_pat
     assert "do not fit" in err and "model.U" in err
     err = cli_error(["robustness", "--ckpt", str(files["no_hparams"])], capsys)
     assert "does not record its model" in err
+
+
+def test_a_config_after_ckpt_path_cannot_silently_drop_it(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    good = files["good"]
+    config = good.parents[1] / "config.yaml"  # the run's saved configuration: ckpt_path: null
+    assert "ckpt_path: null" in config.read_text()
+    # Later arguments win in a Lightning command line, so the file would replace the checkpoint by
+    # none and the test would evaluate untrained weights: refused, saying what happened.
+    err = cli_error(["test", "--ckpt_path", str(good), "--config", str(config)], capsys)
+    assert "--ckpt_path" in err and "replaced by ckpt_path: None" in err and "--config before" in err
+    err = cli_error(["test", f"--ckpt_path={good}", "--config", str(config)], capsys)
+    assert "replaced by ckpt_path: None" in err
+    # The other order, and an explicit null, are what they say.
+    common = ["--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "runs")]
+    main(["test", "--config", str(config), "--ckpt_path", str(good), *common])
+    main(["test", "--config", str(config), "--ckpt_path", "null", *common])
