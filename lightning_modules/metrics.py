@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, Metric
+from torchmetrics import MeanMetric, Metric
 
 from lben_ode.robustness import certified_correct, certified_radius
 from lben_ode.solvers import SolverStats
@@ -21,11 +21,6 @@ def mean_metric() -> MeanMetric:
     """A weighted mean; NaN is kept (a NaN loss or residual must show, not be dropped)."""
     # nan_strategy="disable" also avoids a host synchronisation per update.
     return MeanMetric(nan_strategy="disable")
-
-
-def max_metric() -> MaxMetric:
-    """A running maximum; NaN is kept."""
-    return MaxMetric(nan_strategy="disable")
 
 
 class ClassificationMetrics(nn.Module):
@@ -65,19 +60,21 @@ class SolverMetrics(Metric):
 
     def __init__(self) -> None:
         super().__init__()
+        # The default dtype, as torchmetrics' own metrics: float64 does not exist on every device.
+        dtype = torch.get_default_dtype()
         for name in self._SUMS:
-            self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state(name, torch.zeros((), dtype=dtype), dist_reduce_fx="sum")
         for name in self._MAXIMA:
-            self.add_state(name, torch.full((), -torch.inf, dtype=torch.float64), dist_reduce_fx="max")
+            self.add_state(name, torch.full((), -torch.inf, dtype=dtype), dist_reduce_fx="max")
 
     def update(self, stats: SolverStats) -> None:  # type: ignore[override]
         """Add one solve's statistics."""
-        iterations = stats.iterations.to(torch.float64)
+        iterations = stats.iterations.to(self.iterations_sum.dtype)
         self.iterations_sum += iterations.sum()
         self.samples += iterations.numel()
         # torch.maximum keeps NaN: a NaN residual must show, not be dropped.
         self.iterations_max = torch.maximum(self.iterations_max, iterations.max())
-        self.residual_max = torch.maximum(self.residual_max, stats.residual.to(torch.float64).max())
+        self.residual_max = torch.maximum(self.residual_max, stats.residual.to(self.residual_max.dtype).max())
         self.converged_sum += stats.converged.sum()
         self.time_sum += stats.time_s
         self.solves += 1
@@ -96,7 +93,7 @@ class SolverMetrics(Metric):
         }
         if bool(self.counted > 0):
             values["function_evaluations"] = self.evaluations_sum / self.counted
-        return {name: value.float() for name, value in values.items()}
+        return values
 
 
 def eps_name(eps: float) -> str:
