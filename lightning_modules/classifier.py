@@ -29,6 +29,7 @@ from lben_ode.validation import check_betas, check_count, check_eps, check_label
 from .checkpoint import read_checkpoint, require_recorded_model
 from .metrics import AttackMetrics, CertificationMetrics, ClassificationMetrics, SolverMetrics
 from .progress import progress_wanted
+from .step_logging import step_value_read
 from .warm_start import WarmStartCache, batch_indices
 
 #: Radii ε (raw pixel units, ℓ2) at which certified accuracy is reported by default (MNIST-like data).
@@ -106,7 +107,8 @@ class LBENClassifier(LightningModule):
     Logged per stage (``train``, ``val``, ``test``; every value is a torchmetrics object, so it is
     synchronised across devices):
 
-    - ``{stage}/loss`` (mean cross-entropy), ``{stage}/acc``; ``train/loss_step`` per batch.
+    - ``{stage}/loss`` (mean cross-entropy), ``{stage}/acc``; ``train/loss_step`` per batch, on the steps a
+      logger or the progress bar reads (:mod:`.step_logging`).
     - ``{stage}/forward/…`` and ``train/backward/…``: ``iterations_mean``, ``iterations_max``,
       ``residual_max``, ``converged_fraction``, ``time_s`` (per batch) and ``function_evaluations``
       when the solver counts them; solver-specific extras as ``…/extra/<name>`` (batch means).
@@ -445,7 +447,8 @@ class LBENClassifier(LightningModule):
         check_labels(y, x.shape[0], logits.shape[1])
         per_sample = F.cross_entropy(logits, y, reduction="none")
         loss = per_sample.mean()
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=y.shape[0])
+        if step_value_read(self, batch_idx):
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=y.shape[0])
         self._log_metrics("train", self.metrics["train_classification"].update(per_sample, logits, y))
         self._log_solve("train", "forward")
         return loss

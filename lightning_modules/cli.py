@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -59,6 +59,13 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "default_root_dir": "runs",
     "log_every_n_steps": 10,
 }
+
+#: Batches between refreshes of the progress bar that ``lben-ode`` adds when none is configured.
+#: Lightning's own default bar redraws after every batch, which on a small model costs about a tenth
+#: of the epoch (a terminal shows ten redraws a second at most); the per-step loss is then logged only
+#: on the steps the bar or a logger reads (:mod:`.step_logging`). ``--trainer.callbacks+=TQDMProgressBar
+#: --trainer.callbacks.refresh_rate 1`` restores a refresh after every batch.
+PROGRESS_REFRESH_RATE = 10
 
 #: Run ``seed_everything`` with this seed unless ``--seed_everything`` says otherwise.
 DEFAULT_SEED = 0
@@ -194,11 +201,18 @@ class LBENCLI(LightningCLI):
         self._check_checkpoint_fits()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The Trainer, with a ``CSVLogger`` in ``default_root_dir`` unless a logger is configured."""
+        """The Trainer, with a ``CSVLogger`` in ``default_root_dir`` unless a logger is configured, and
+        a progress bar refreshed every :data:`PROGRESS_REFRESH_RATE` batches unless one is configured
+        (or ``enable_progress_bar`` is false)."""
         config = self._get(self.config_init, "trainer", default={})
         if config.get("logger") in (None, True):
             root = config.get("default_root_dir") or "."
             kwargs.setdefault("logger", CSVLogger(save_dir=root, name="lightning_logs"))
+        callbacks = config.get("callbacks")
+        callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            # Given as kwargs, the list replaces the configured one: it carries the configured callbacks.
+            kwargs.setdefault("callbacks", [*callbacks, TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_RATE)])
         return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:

@@ -20,6 +20,7 @@ from lben_ode.validation import check_betas, check_positive
 
 from .metrics import mean_metric
 from .sequence_metrics import OutputFit, SimulationMetrics
+from .step_logging import step_value_read
 
 #: Options of the incremental-gain search a configuration may set.
 GAIN_SEARCH_OPTIONS = ("steps", "lr", "init_distance")
@@ -46,7 +47,7 @@ class SequenceRegressor(LightningModule):
     Logged per stage:
 
     - ``{stage}/loss``: mean squared error over the scored samples, normalised units (the training loss);
-      ``train/loss_step`` per batch.
+      ``train/loss_step`` per batch, on the steps a logger or the progress bar reads (:mod:`.step_logging`).
     - ``val``/``test``: ``rmse/<output>`` (raw units), ``nrmse/<output>`` and ``fit/<output>`` (%), and
       their means over outputs ``rmse``, ``nrmse``, ``fit`` (see :mod:`.sequence_metrics`).
     - ``{stage}/simulation/…``: ``function_evaluations``, ``accepted_steps``, ``rejected_steps``,
@@ -214,7 +215,8 @@ class SequenceRegressor(LightningModule):
         """Mean squared error over the scored samples of a batch of windows (normalised units)."""
         _, error = self._simulate("train", batch)
         loss = error.mean()
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch[0].shape[0])
+        if step_value_read(self, batch_idx):
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch[0].shape[0])
         self.metrics["train_loss"].update(error.detach().mean(dim=(1, 2)))
         self._remember("train", {"loss": self.metrics["train_loss"]})
         return loss

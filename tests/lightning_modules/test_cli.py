@@ -175,3 +175,23 @@ def test_an_activation_parameter_is_set_from_the_command_line():
     assert cli.model.model.activation.negative_slope == 0.1
     x = torch.tensor([-2.0, 3.0])
     assert torch.equal(cli.model.model.activation(x), torch.tensor([-0.2, 3.0]))
+
+
+def test_command_refreshes_its_default_bar_every_ten_batches(lben_ode_cli):
+    """``lben-ode fit`` adds a bar refreshed every PROGRESS_REFRESH_RATE batches when none is
+    configured, keeps a configured one, and adds none with the bar disabled."""
+    from lben_ode.lightning_modules.cli import LBENCLI, PROGRESS_REFRESH_RATE
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    base = ["--trainer.max_epochs", "1", "--trainer.default_root_dir", str(lben_ode_cli.cwd),
+            "--trainer.logger", "false", "--checkpoint.save_last", "false", "--checkpoint.monitor", "null"]
+
+    def bars(*extra: str) -> list:
+        cli = LBENCLI(args=[*base, *extra], run=False)
+        return [c for c in cli.trainer.callbacks if isinstance(c, TQDMProgressBar)]
+
+    (default,) = bars()
+    assert default.refresh_rate == PROGRESS_REFRESH_RATE == 10
+    (configured,) = bars("--trainer.callbacks+=TQDMProgressBar", "--trainer.callbacks.refresh_rate", "1")
+    assert configured.refresh_rate == 1
+    assert bars("--trainer.enable_progress_bar", "false") == []
