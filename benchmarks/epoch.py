@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from lben_ode.datasets import MNISTDataModule
 from lben_ode.lightning_modules import LBENClassifier
+from lben_ode.lightning_modules.optimizers import adam
 from lightning.pytorch import Callback, Trainer
 from torch.nn import functional as F
 
@@ -81,7 +82,7 @@ def record(model: LBEN, log: Any) -> None:
 
 def plain_loop(model: LBEN, data: MNISTDataModule, lr: float, epochs: int, seed: int) -> list[EpochLog]:
     """A hand-written training loop: zero_grad, forward, cross-entropy, backward, Adam step."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = adam(model.parameters(), lr, (0.9, 0.999))  # the module's own optimiser
     torch.manual_seed(seed)  # the loader's shuffle draws from the global generator, as under Lightning
     loader = data.train_dataloader()
     logs = []

@@ -28,6 +28,7 @@ from lben_ode.validation import check_betas, check_count, check_eps, check_label
 
 from .checkpoint import read_checkpoint, require_recorded_model
 from .metrics import AttackMetrics, CertificationMetrics, ClassificationMetrics, SolverMetrics
+from .optimizers import adam
 from .progress import progress_wanted
 from .step_logging import step_value_read
 from .warm_start import WarmStartCache, batch_indices
@@ -376,8 +377,8 @@ class LBENClassifier(LightningModule):
         return self.model(x)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam on every parameter of the model."""
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=self.betas)
+        """Adam on every parameter of the model (fused where torch can: :func:`.optimizers.adam`)."""
+        return adam(self.model.parameters(), lr=self.lr, betas=self.betas)
 
     # -- logging helpers --------------------------------------------------------------------------
     def _log_metrics(self, prefix: str, metrics: dict[str, Metric], prog_bar: tuple[str, ...] = ()) -> None:

@@ -19,6 +19,7 @@ from lben_ode.robustness.incremental_gain import empirical_incremental_gain
 from lben_ode.validation import check_betas, check_positive
 
 from .metrics import mean_metric
+from .optimizers import adam
 from .sequence_metrics import OutputFit, SimulationMetrics
 from .step_logging import step_value_read
 
@@ -169,8 +170,8 @@ class SequenceRegressor(LightningModule):
             self.hparams["normalization"] = self._normalization.as_dict()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam on every parameter of the model."""
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=self.betas)
+        """Adam on every parameter of the model (fused where torch can: :func:`.optimizers.adam`)."""
+        return adam(self.model.parameters(), lr=self.lr, betas=self.betas)
 
     def forward(self, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Outputs ``(batch, T, p)`` in normalised units for inputs ``(batch, T, m)`` in normalised units."""
