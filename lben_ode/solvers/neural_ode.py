@@ -157,7 +157,7 @@ class SteadyStateODE(IterativeSolver):
             AUTO,
             one_of(AUTO, *METHODS),
             f"'auto' or one of torchdiffeq's methods: {', '.join(METHODS)}",
-            "integration method; 'auto': the fixed-step method (euler, midpoint or rk4) and step with "
+            "integration method; 'auto': the fixed-step method (euler, midpoint, heun3 or rk4) and step with "
             "the fastest decay to steady state that the model's numerical range predicts (dopri5 for a "
             "model without monotonicity constants); adaptive: " + ", ".join(ADAPTIVE_METHODS)
             + "; fixed-step (need step_size): " + ", ".join(FIXED_STEP_METHODS),

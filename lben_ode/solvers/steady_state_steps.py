@@ -30,6 +30,8 @@ AUTO = "auto"
 STABILITY_POLYNOMIALS: dict[str, tuple[tuple[float, ...], int]] = {
     "euler": ((1.0, 1.0), 1),
     "midpoint": ((1.0, 1.0, 0.5), 2),
+    # Every 3-stage explicit method of order 3 has this polynomial; heun2 is midpoint's.
+    "heun3": ((1.0, 1.0, 0.5, 1.0 / 6.0), 3),
     "rk4": ((1.0, 1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0), 4),
 }
 
@@ -44,7 +46,7 @@ class SteadyStateStep:
     """A fixed-step method and step for reaching steady state, and its predicted decay.
 
     Attributes:
-        method: torchdiffeq method name (``"euler"``, ``"midpoint"`` or ``"rk4"``).
+        method: torchdiffeq method name (``"euler"``, ``"midpoint"``, ``"heun3"`` or ``"rk4"``).
         step_size: h (ODE time units).
         factor: predicted ``max |P(−hλ)|`` over the box, per step (< 1).
         decay_per_evaluation: ``−log(factor) / stages``.

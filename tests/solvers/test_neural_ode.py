@@ -17,7 +17,7 @@ from lben_ode.solvers.results import Result
 MODEL_KINDS = ["lben_gamma", "lben_unconstrained", "mondeq"]
 #: Right-hand-side evaluations per step of each method in torchdiffeq (dopri5 and bosh3 reuse the
 #: last stage of the previous step; each adaptive chunk starts with one evaluation of its own).
-STAGES = {"dopri5": 6, "bosh3": 3, "rk4": 4, "euler": 1, "midpoint": 2}
+STAGES = {"dopri5": 6, "bosh3": 3, "rk4": 4, "heun3": 3, "euler": 1, "midpoint": 2}
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +109,7 @@ def test_steady_state_meets_tol_and_matches_newton_and_pr(
     used, _ = ode.integration_method(problem)
     if method == "auto":
         # A fixed-step method chosen from the model: its stages per step, no extra evaluation per chunk.
-        assert used in ("euler", "midpoint", "rk4") and extra["step_size"] > 0
+        assert used in ("euler", "midpoint", "heun3", "rk4") and extra["step_size"] > 0
         assert stats.function_evaluations == STAGES[used] * extra["accepted_steps"]
     else:
         assert used == "dopri5"

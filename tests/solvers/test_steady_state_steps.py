@@ -6,12 +6,13 @@ import math
 
 import pytest
 import torch
+from torchdiffeq import odeint
 
 from lben_ode import LBEN
 from lben_ode.activations import get_activation
 from lben_ode.models.dense_operator import EXACT_CONSTANTS_MAX_WIDTH
 from lben_ode.solvers import FixedPointProblem, get_solver
-from lben_ode.solvers.steady_state_steps import numerical_range_box, steady_state_step
+from lben_ode.solvers.steady_state_steps import STABILITY_POLYNOMIALS, numerical_range_box, steady_state_step
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -35,7 +36,9 @@ def test_real_spectrum_gives_eulers_optimal_step():
 def test_predicted_factor_is_the_worst_over_the_box_and_decays():
     mu, l_sym, k = 0.3, 1.2, 1.5
     choice = steady_state_step(mu, l_sym, k)
-    coefficients = {"euler": [1, 1], "midpoint": [1, 1, 0.5], "rk4": [1, 1, 0.5, 1 / 6, 1 / 24]}[choice.method]
+    coefficients = {
+        "euler": [1, 1], "midpoint": [1, 1, 0.5], "heun3": [1, 1, 0.5, 1 / 6], "rk4": [1, 1, 0.5, 1 / 6, 1 / 24]
+    }[choice.method]
     # An independent dense sampling of the whole box (interior too), in float64.
     x, y = torch.meshgrid(torch.linspace(mu, l_sym, 101), torch.linspace(-k, k, 101), indexing="ij")
     z = -choice.step_size * torch.complex(x.double(), y.double())
@@ -43,7 +46,28 @@ def test_predicted_factor_is_the_worst_over_the_box_and_decays():
     assert float(p.abs().max()) == pytest.approx(choice.factor, rel=1e-3)
     assert choice.factor < 1
     # Euler's disc misses the rotating modes of a large K: a multi-stage method is chosen.
-    assert choice.method in ("midpoint", "rk4")
+    assert choice.method in ("midpoint", "heun3", "rk4")
+
+
+@pytest.mark.parametrize("method", sorted(STABILITY_POLYNOMIALS))
+@pytest.mark.parametrize("h_lambda", [(-0.3, 0.0), (-0.5, 1.2), (-1.1, -0.7), (-0.05, 2.0)])
+def test_stability_polynomial_is_torchdiffeqs_step(method, h_lambda):
+    """One step of torchdiffeq's method on dy/dt = λy (λ = a + ib as a real 2×2 rotation-scaling,
+    h = 1) multiplies y by the tabulated P(hλ): the table describes the methods that actually run."""
+    a, b = h_lambda
+    A = torch.tensor([[a, -b], [b, a]], dtype=torch.float64)
+    calls = []
+
+    def f(t, y):
+        calls.append(t)
+        return A @ y
+
+    y = odeint(f, torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64),
+               method=method, options={"step_size": 1.0})[-1]
+    coefficients, stages = STABILITY_POLYNOMIALS[method]
+    assert len(calls) == stages  # the evaluations per step that the decay per evaluation divides by
+    p = sum(c * complex(a, b) ** j for j, c in enumerate(coefficients))
+    assert float(y[0]) == pytest.approx(p.real, abs=1e-12) and float(y[1]) == pytest.approx(p.imag, abs=1e-12)
 
 
 def test_no_step_for_a_box_that_is_not_monotone():
