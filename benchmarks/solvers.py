@@ -46,6 +46,9 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
         {"method": "rk4", "step_size": 0.5},
         {"method": "midpoint", "step_size": 0.5},
         {"method": "euler", "step_size": 0.5},
+        # Steps beyond what the auto rule can justify, that converge on these random models.
+        {"method": "midpoint", "step_size": 1.1},
+        {"method": "heun3", "step_size": 1.8},
     ],
     # Newton forward and backward, and Peaceman-Rachford forward with Newton's direct adjoint solve.
     "newton": [{}, {"forward": "pr"}],
