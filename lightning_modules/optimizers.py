@@ -11,8 +11,8 @@ def _fused_devices() -> tuple[str, ...]:
     """Device types with torch's fused optimiser kernels (torch decides only at the first step)."""
     try:
         from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-    except ImportError:  # a torch without the helper: the devices fused Adam has supported since 2.4
-        return ("cpu", "cuda")
+    except ImportError:  # a torch without the helper: CUDA, where fused Adam has existed longest
+        return ("cuda",)
     return tuple(_get_fused_kernels_supported_devices())
 
 
