@@ -14,6 +14,13 @@ measures at ``tol=1e-4``:
 each the median of several repeats after a warm-up. It prints a table and writes ``solvers.csv``
 (and ``solvers.png`` unless ``--no-plot``) under ``--out``.
 
+The networks are random (untrained) unless ``--trained-epochs N --data-dir DIR``: then each dense
+width is first trained N epochs on MNIST as ``configs/mnist.yaml`` trains it (γ = 1, margin 1,
+Peaceman-Rachford at tol 1e-5, Adam 1e-3, batches of 128), every solver variant solves that trained
+network, and the inputs are the first training images of the (seeded) shuffle; the ConvLBEN line is
+left out. Trained networks have other spectra than random ones (``I − W`` spreads along the real
+axis), so solvers and step rules compare differently on them.
+
 Run ``.venv/bin/python benchmarks/solvers.py`` (``--quick`` for a run of about a minute, ``--device cuda``
 on a GPU).
 """
@@ -31,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lben_ode.datasets import MNISTDataModule
+from lben_ode.lightning_modules.optimizers import adam
+from torch.nn import functional as F
 
 import lben_ode
 from lben_ode import LBEN, ConvergenceWarning, ConvLBEN
@@ -78,6 +88,7 @@ class Row:
     backward_iterations_mean: float
     repeats: int
     note: str = ""
+    trained_epochs: int = 0
 
 
 def synchronize(device: torch.device) -> None:
@@ -114,6 +125,40 @@ def build_model(kind: str, width: int, solver: str, tol: float, options: dict[st
     return ConvLBEN(1, width, 28, OUT_FEATURES, pool=4, gamma=1.0, solver=solver, tol=tol, **options)
 
 
+@dataclass
+class TrainedNetwork:
+    """A dense LBEN trained on MNIST (:func:`train_on_mnist`): its weights and images to solve on."""
+
+    epochs: int
+    state: dict[str, torch.Tensor]
+    inputs: torch.Tensor  # (n, 784) normalised training images
+
+
+def train_on_mnist(width: int, epochs: int, data_dir: str, batch: int, seed: int) -> TrainedNetwork:
+    """Train a dense γ = 1 LBEN of ``width`` units ``epochs`` epochs on MNIST (the settings of
+    ``configs/mnist.yaml``: margin 1, Peaceman-Rachford at tol 1e-5, Adam 1e-3, batches of 128, on
+    one process) and keep the first ``batch`` images of a seeded shuffle of the training set."""
+    torch.manual_seed(seed)
+    data = MNISTDataModule(data_dir, batch_size=128, flatten=True, val_size=0)
+    data.setup("fit")
+    model = LBEN(IN_FEATURES, OUT_FEATURES, width, gamma=1.0, margin=1.0, solver="pr", tol=1e-5)
+    optimizer = adam(model.parameters(), 1e-3, (0.9, 0.999))
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for x, y in data.train_dataloader():
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    print(f"  trained width {width} for {epochs} epoch(s) in {time.perf_counter() - start:.0f} s", flush=True)
+    images = []
+    for x, _ in data.train_dataloader():
+        images.append(x)
+        if sum(len(t) for t in images) >= batch:
+            break
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return TrainedNetwork(epochs, state, torch.cat(images)[:batch])
+
+
 def benchmark_one(
     kind: str,
     solver: str,
@@ -125,12 +170,21 @@ def benchmark_one(
     budget_s: float,
     tol: float,
     seed: int,
+    trained: TrainedNetwork | None = None,
 ) -> Row:
-    """Time one solver variant on one random network (see :func:`build_model`) and MNIST-scaled inputs."""
+    """Time one solver variant on one network and batch: a random one (see :func:`build_model`) on
+    MNIST-scaled random inputs, or the ``trained`` one (dense) on its MNIST images."""
     torch.manual_seed(seed)
-    model = build_model(kind, width, solver, tol, options).to(device)
+    model = build_model(kind, width, solver, tol, options)
+    if trained is not None:
+        # The trained weights in the variant's model (built with its solver and options).
+        model.load_state_dict(trained.state)
+    model = model.to(device)
     shape = (IN_FEATURES,) if kind == "dense" else (1, 28, 28)
-    x = (torch.rand(batch, *shape, device=device) - MNIST_MEAN) / MNIST_STD
+    if trained is not None:
+        x = trained.inputs[:batch].to(device)
+    else:
+        x = (torch.rand(batch, *shape, device=device) - MNIST_MEAN) / MNIST_STD
     label = options_label(options)
 
     def forward_backward() -> tuple[float, float]:
@@ -177,6 +231,7 @@ def benchmark_one(
         backward_iterations_mean=bwd.get("iterations_mean", float("nan")),
         repeats=len(after_update),
         note=f"{nonconverged} non-convergence warnings" if nonconverged else "",
+        trained_epochs=0 if trained is None else trained.epochs,
     )
 
 
@@ -290,6 +345,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--conv-batch", type=int, default=128, help="batch of the ConvLBEN line")
     parser.add_argument(
+        "--trained-epochs", type=int, default=0,
+        help="train each dense network this many epochs on MNIST first (needs --data-dir; 0: random networks)",
+    )
+    parser.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files (--trained-epochs)")
+    parser.add_argument(
         "--quick", action="store_true",
         help="a short run (about a minute on a 2-core CPU): width 80, batch 128, a ConvLBEN of 8 channels on "
         "batches of 16, ODE methods dopri5 and rk4 only, 3 repeats, a 1 s budget per configuration",
@@ -305,6 +365,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
         for name, value in QUICK.items():
             setattr(args, name, value)
         variants = {**VARIANTS, "ode": [v for v in VARIANTS["ode"] if v.get("method", "auto") in QUICK_ODE_METHODS]}
+    if args.trained_epochs < 0 or (args.trained_epochs > 0) != (args.data_dir is not None):
+        raise SystemExit("--trained-epochs N (N ≥ 1) and --data-dir go together")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -317,7 +379,12 @@ def main(argv: list[str] | None = None) -> list[Row]:
         f"{torch.get_num_threads()} CPU threads, tol={args.tol:g}, solvers: {', '.join(solvers)}"
     )
     problems = [("dense", width, batch) for width in args.widths for batch in args.batches]
-    if args.conv_channels > 0:
+    trained: dict[int, TrainedNetwork] = {}
+    if args.trained_epochs > 0:
+        print(f"networks trained {args.trained_epochs} epoch(s) on MNIST ({args.data_dir}); no ConvLBEN line")
+        for width in args.widths:
+            trained[width] = train_on_mnist(width, args.trained_epochs, args.data_dir, max(args.batches), args.seed)
+    elif args.conv_channels > 0:
         problems.append(("conv", args.conv_channels, args.conv_batch))
     rows: list[Row] = []
     for kind, width, batch in problems:
@@ -327,7 +394,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 try:
                     rows.append(
                         benchmark_one(
-                            kind, solver, options, width, batch, device, args.repeats, args.budget, args.tol, args.seed
+                            kind, solver, options, width, batch, device, args.repeats, args.budget, args.tol,
+                            args.seed, trained.get(width) if kind == "dense" else None,
                         )
                     )
                 except LBENError as exc:  # e.g. Peaceman-Rachford on a convolutional model
