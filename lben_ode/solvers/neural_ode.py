@@ -107,7 +107,9 @@ class SteadyStateODE(IterativeSolver):
     previous chunk (residuals decay like ``e^{−μ t}``, so the prediction is good once the transient
     has passed). Each chunk starts with the last step size of the previous one. (Inside a chunk,
     torchdiffeq's adaptive methods themselves compare the step error with the tolerance on the host
-    at every step; that is torchdiffeq's design and costs nothing extra on a CPU.)
+    at every step, and its fixed-step loop compares each step's end time with the output times, on the
+    state's device; that is torchdiffeq's design, costs nothing extra on a CPU, and is one host
+    synchronisation per step on a GPU.)
 
     **Step control.** A Runge-Kutta method's fixed points are exactly the ODE's steady states, so
     the trajectory need not be accurate for the end point to be exact; what matters near the end
