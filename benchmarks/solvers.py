@@ -159,6 +159,29 @@ def train_on_mnist(width: int, epochs: int, data_dir: str, batch: int, seed: int
     return TrainedNetwork(epochs, state, torch.cat(images)[:batch])
 
 
+def network_and_inputs(
+    kind: str,
+    solver: str,
+    options: dict[str, Any],
+    width: int,
+    batch: int,
+    device: torch.device,
+    tol: float,
+    seed: int,
+    trained: TrainedNetwork | None = None,
+) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The network a variant solves and its batch: a random one (see :func:`build_model`) on
+    MNIST-scaled random inputs, or the ``trained`` one (dense), loaded into a model built with the
+    variant's solver and options, on its MNIST images."""
+    torch.manual_seed(seed)
+    model = build_model(kind, width, solver, tol, options)
+    if trained is not None:
+        model.load_state_dict(trained.state)
+        return model.to(device), trained.inputs[:batch].to(device)
+    shape = (IN_FEATURES,) if kind == "dense" else (1, 28, 28)
+    return model.to(device), (torch.rand(batch, *shape, device=device) - MNIST_MEAN) / MNIST_STD
+
+
 def benchmark_one(
     kind: str,
     solver: str,
@@ -172,19 +195,8 @@ def benchmark_one(
     seed: int,
     trained: TrainedNetwork | None = None,
 ) -> Row:
-    """Time one solver variant on one network and batch: a random one (see :func:`build_model`) on
-    MNIST-scaled random inputs, or the ``trained`` one (dense) on its MNIST images."""
-    torch.manual_seed(seed)
-    model = build_model(kind, width, solver, tol, options)
-    if trained is not None:
-        # The trained weights in the variant's model (built with its solver and options).
-        model.load_state_dict(trained.state)
-    model = model.to(device)
-    shape = (IN_FEATURES,) if kind == "dense" else (1, 28, 28)
-    if trained is not None:
-        x = trained.inputs[:batch].to(device)
-    else:
-        x = (torch.rand(batch, *shape, device=device) - MNIST_MEAN) / MNIST_STD
+    """Time one solver variant on one network and batch (see :func:`network_and_inputs`)."""
+    model, x = network_and_inputs(kind, solver, options, width, batch, device, tol, seed, trained)
     label = options_label(options)
 
     def forward_backward() -> tuple[float, float]:

@@ -80,12 +80,15 @@ def test_trained_network_state_and_inputs(bench, tmp_path, synthetic_mnist):
     net = bench.train_on_mnist(8, 1, str(data), batch=40, seed=0)
     torch.manual_seed(0)
     untrained = bench.LBEN(784, 10, 8, gamma=1.0, margin=1.0)
-    # Training moved the weights away from the seeded initialisation, and the state loads into a
-    # model built with another solver (what each variant does).
+    # Training moved the weights away from the seeded initialisation.
     assert not torch.equal(net.state["V"], untrained.state_dict()["V"])
-    other = bench.build_model("dense", 8, "fb", 1e-4, {})
-    other.load_state_dict(net.state)
-    assert torch.equal(other.V, net.state["V"])
+    # Each variant solves the trained network (in a model with its own solver) on its images.
+    model, x = bench.network_and_inputs("dense", "fb", {}, 8, 16, torch.device("cpu"), 1e-4, 0, net)
+    assert model.solver.name == "fb"
+    assert all(torch.equal(t, net.state[k]) for k, t in model.state_dict().items())
+    assert torch.equal(x, net.inputs[:16])
+    random_model, random_x = bench.network_and_inputs("dense", "fb", {}, 8, 16, torch.device("cpu"), 1e-4, 0)
+    assert not torch.equal(random_model.V, net.state["V"]) and not torch.equal(random_x, x)
     # The images: normalised MNIST pixels (raw values in [0, 1]), flattened, as many as asked.
     assert net.inputs.shape == (40, 784)
     raw = net.inputs * 0.3081 + 0.1307
